@@ -1,2 +1,15 @@
 //! mailtap: an HTTP forward proxy that intercepts webmail "send" requests and relays the mail
 //! over a hand-written SMTP client.
+//!
+//! Ordinary HTTP and CONNECT traffic passes through untouched; requests that interception rules
+//! match are taken off the streaming path.
+//!
+//! # Layout
+//! - [`config`]: the TOML file's sections, defaults and validation.
+//! - [`app`]: wiring and shutdown; starts everything (also from tests, on port 0).
+//! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
+//!   CONNECT tunnels, the proxy's own pages (home, PAC), and the [`proxy::Interceptor`] seam.
+
+pub mod app;
+pub mod config;
+pub mod proxy;

@@ -1,0 +1,311 @@
+//! mailtap's configuration: the TOML file's sections, their defaults, and validation.
+//!
+//! Every section is a serde struct with `deny_unknown_fields`, so a misspelt key is an error
+//! that names the key and its position. Each subsystem receives only its own section. This module
+//! reads and checks the file; it opens no sockets and touches no other files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The whole configuration file. Absent sections take their defaults, so an empty file (or no
+/// file at all) is the zero-configuration run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    /// Hostname → address overrides applied before DNS (like `curl --resolve`).
+    pub resolve: BTreeMap<String, IpAddr>,
+}
+
+/// `[proxy]`: the listening side, access control, limits and timeouts.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Client networks allowed to use the proxy; others get 403.
+    pub allow: Vec<IpNet>,
+    /// Optional Basic proxy authentication.
+    pub auth: Option<ProxyAuth>,
+    /// Concurrent client connections (CONNECT tunnels included). At the limit mailtap stops
+    /// accepting, so further clients wait in the kernel's backlog (back-pressure, not errors).
+    pub max_connections: usize,
+    /// Largest request head (request line + header fields) in bytes; larger → 431.
+    pub max_header_bytes: usize,
+    /// Time allowed for a complete request head, counted from when the connection starts waiting
+    /// for one; it is therefore also the idle limit of a kept-alive client connection.
+    pub header_timeout_secs: u64,
+    /// Time allowed to resolve and connect to an origin or CONNECT target.
+    pub connect_timeout_secs: u64,
+    /// Time allowed for an origin to start its response once the request is sent; → 504.
+    pub response_timeout_secs: u64,
+    /// A CONNECT tunnel with no byte in either direction for this long is closed.
+    pub tunnel_idle_timeout_secs: u64,
+    /// Idle pooled connections to origins are closed after this long. Kept below the shortest
+    /// common server keep-alive (Apache httpd and Node.js use 5 s) so that a request is not
+    /// sent on a connection the origin is closing.
+    pub upstream_idle_secs: u64,
+    /// On Ctrl-C / SIGTERM: how long in-flight requests and tunnels may take to finish.
+    pub shutdown_grace_secs: u64,
+    /// Extra host patterns (`host` or `*.domain`) the PAC file sends through mailtap.
+    pub pac_hosts: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8800)),
+            allow: vec![
+                "127.0.0.0/8".parse().expect("static CIDR"),
+                "::1/128".parse().expect("static CIDR"),
+            ],
+            auth: None,
+            max_connections: 16384,
+            max_header_bytes: 64 * 1024,
+            header_timeout_secs: 30,
+            connect_timeout_secs: 10,
+            response_timeout_secs: 120,
+            tunnel_idle_timeout_secs: 600,
+            upstream_idle_secs: 4,
+            shutdown_grace_secs: 10,
+            pac_hosts: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("listen", &self.listen)
+            .field("allow", &self.allow)
+            .field("auth", &self.auth)
+            .field("max_connections", &self.max_connections)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(self.response_timeout_secs)
+    }
+    pub fn tunnel_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.tunnel_idle_timeout_secs)
+    }
+    pub fn upstream_idle(&self) -> Duration {
+        Duration::from_secs(self.upstream_idle_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// `[proxy].auth`: Basic proxy authentication. The password is never in the file: it is read
+/// from the environment variable `password_env` names.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyAuth {
+    pub username: String,
+    #[serde(default = "default_proxy_password_env")]
+    pub password_env: String,
+}
+
+fn default_proxy_password_env() -> String {
+    "MAILTAP_PROXY_PASSWORD".to_string()
+}
+
+impl fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyAuth")
+            .field("username", &self.username)
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+/// A configuration problem, with the key it concerns and why.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not fit the schema (unknown key, wrong type…); the message
+    /// is toml's, which names the key and its line.
+    Parse { path: PathBuf, message: String },
+    /// A value parsed but is not usable.
+    Invalid { key: &'static str, reason: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            ConfigError::Parse { path, message } => {
+                write!(f, "{}: {}", path.display(), message.trim_end())
+            }
+            ConfigError::Invalid { key, reason } => write!(f, "invalid `{key}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: zero limits, empty names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.proxy;
+        let positive: [(&'static str, u64); 6] = [
+            ("proxy.max_connections", p.max_connections as u64),
+            ("proxy.header_timeout_secs", p.header_timeout_secs),
+            ("proxy.connect_timeout_secs", p.connect_timeout_secs),
+            ("proxy.response_timeout_secs", p.response_timeout_secs),
+            ("proxy.tunnel_idle_timeout_secs", p.tunnel_idle_timeout_secs),
+            ("proxy.upstream_idle_secs", p.upstream_idle_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        if p.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "proxy.max_header_bytes",
+                reason: format!("{} is too small (at least 1024)", p.max_header_bytes),
+            });
+        }
+        if let Some(auth) = &p.auth {
+            if auth.username.is_empty() || auth.username.contains(':') {
+                return Err(ConfigError::Invalid {
+                    key: "proxy.auth.username",
+                    reason: "must be non-empty and contain no ':'".into(),
+                });
+            }
+            if auth.password_env.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "proxy.auth.password_env",
+                    reason: "must name an environment variable".into(),
+                });
+            }
+        }
+        for pattern in &p.pac_hosts {
+            let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if host.is_empty()
+                || !host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                return Err(ConfigError::Invalid {
+                    key: "proxy.pac_hosts",
+                    reason: format!("{pattern:?} is not a host name or *.domain pattern"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        // Guards the zero-configuration run: no keys → every default.
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.proxy.listen, "127.0.0.1:8800".parse().unwrap());
+        assert_eq!(c.proxy.allow.len(), 2);
+        assert!(c.resolve.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        // Guards that a misspelt key is an error naming the key, in any section.
+        for (text, key) in [
+            ("[proxy]\nlisen = \"127.0.0.1:1\"\n", "lisen"),
+            (
+                "[proxy.auth]\nusername = \"a\"\npasword_env = \"X\"\n",
+                "pasword_env",
+            ),
+            ("[proxi]\n", "proxi"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        // Guards validation beyond types: zero limits, bad CIDR, bad PAC host.
+        for (text, key) in [
+            ("[proxy]\nmax_connections = 0\n", "proxy.max_connections"),
+            ("[proxy]\nmax_header_bytes = 10\n", "proxy.max_header_bytes"),
+            ("[proxy]\nallow = [\"10.0.0.0/33\"]\n", "allow"),
+            ("[proxy]\npac_hosts = [\"a b\"]\n", "proxy.pac_hosts"),
+            ("[proxy.auth]\nusername = \"a:b\"\n", "proxy.auth.username"),
+            ("[resolve]\n\"x.test\" = \"not-an-ip\"\n", "x.test"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn full_section_parses() {
+        // Guards the documented key names of [proxy] and [resolve].
+        let c = Config::parse(
+            "[proxy]\nlisten = \"0.0.0.0:3128\"\nallow = [\"10.0.0.0/8\"]\nauth = { username = \"lab\" }\n\
+             pac_hosts = [\"*.example.test\"]\n[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.listen.port(), 3128);
+        assert_eq!(c.proxy.auth.unwrap().password_env, "MAILTAP_PROXY_PASSWORD");
+        assert_eq!(
+            c.resolve["webmail.example.test"],
+            IpAddr::from([127, 0, 0, 1])
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! What mailtap answers itself: its small home page, the PAC file, and error responses.
+//!
+//! Owns the text users see when the proxy (rather than an origin) answers. It does no I/O.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::{full_body, ProxyBody};
+
+/// A plain-text answer from the proxy itself: `mailtap: <message>`.
+pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = format!("mailtap: {message}\n");
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Everything the home page shows.
+pub struct HomeInfo<'a> {
+    pub listen: SocketAddr,
+    /// The address the browser used to reach us (`host:port`).
+    pub proxy_authority: &'a str,
+    pub pac_hosts: &'a [String],
+}
+
+/// The home page at `/`.
+pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
+    let mut hosts = String::new();
+    for h in info.pac_hosts {
+        let _ = write!(hosts, "<li><code>{}</code></li>", html_escape(h));
+    }
+    if hosts.is_empty() {
+        hosts.push_str("<li>(none)</li>");
+    }
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mailtap</title></head><body>\n\
+         <h1>mailtap {version}</h1>\n\
+         <p>HTTP forward proxy listening on <code>{listen}</code>.</p>\n\
+         <ul>\n<li>Manual proxy setting: HTTP proxy <code>{authority}</code> (also for HTTPS).</li>\n\
+         <li>Automatic setting: <a href=\"/proxy.pac\">http://{authority}/proxy.pac</a></li>\n</ul>\n\
+         <h2>Hosts the PAC file sends through mailtap</h2>\n<ul>{hosts}</ul>\n</body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = info.listen,
+        authority = html_escape(info.proxy_authority),
+    );
+    let mut response = Response::new(full_body(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// The PAC file: the listed hosts go through `proxy_authority`, everything else (and loopback)
+/// goes DIRECT.
+pub fn pac(proxy_authority: &str, hosts: &[String]) -> Response<ProxyBody> {
+    let mut conditions = Vec::new();
+    for pattern in hosts {
+        let pattern = pattern.to_ascii_lowercase();
+        // Patterns are validated host names; quote defensively anyway.
+        let quoted = pattern.replace(['\\', '"'], "");
+        if pattern.starts_with("*.") {
+            conditions.push(format!("shExpMatch(h, \"{quoted}\")"));
+        } else {
+            conditions.push(format!("h == \"{quoted}\""));
+        }
+    }
+    let matcher = if conditions.is_empty() {
+        "false".to_string()
+    } else {
+        conditions.join(" ||\n      ")
+    };
+    let body = format!(
+        "// mailtap {version}: webmail hosts go through mailtap, everything else directly.\n\
+         function FindProxyForURL(url, host) {{\n\
+         \x20 var h = host.toLowerCase();\n\
+         \x20 if (isPlainHostName(h) || h == \"localhost\" || shExpMatch(h, \"127.*\") || h == \"[::1]\")\n\
+         \x20   return \"DIRECT\";\n\
+         \x20 if ({matcher})\n\
+         \x20   return \"PROXY {proxy_authority}\";\n\
+         \x20 return \"DIRECT\";\n\
+         }}\n",
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    let mut response = Response::new(full_body(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+    );
+    response
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn text(r: Response<ProxyBody>) -> String {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pac_lists_hosts_and_wildcards() {
+        // Guards the PAC shape: exact hosts compared, wildcards through shExpMatch, proxy named.
+        let hosts = vec!["mail.qq.com".to_string(), "*.Example.Test".to_string()];
+        let body = text(pac("127.0.0.1:8800", &hosts)).await;
+        assert!(body.contains("h == \"mail.qq.com\""), "{body}");
+        assert!(body.contains("shExpMatch(h, \"*.example.test\")"), "{body}");
+        assert!(body.contains("return \"PROXY 127.0.0.1:8800\";"), "{body}");
+        let empty = text(pac("127.0.0.1:8800", &[])).await;
+        assert!(empty.contains("if (false)"), "{empty}");
+    }
+
+    #[tokio::test]
+    async fn home_escapes_what_it_shows() {
+        // Guards the home page against markup from the Host header.
+        let info = HomeInfo {
+            listen: "127.0.0.1:8800".parse().unwrap(),
+            proxy_authority: "<x>",
+            pac_hosts: &[],
+        };
+        let body = text(home(&info)).await;
+        assert!(body.contains("&lt;x&gt;") && !body.contains("<x>"));
+    }
+}

@@ -1,0 +1,210 @@
+//! The accept loop: connection limit with back-pressure, per-connection HTTP/1.1 service, and
+//! graceful shutdown.
+//!
+//! Owns the listening socket and the lifetime of client connections. Request handling lives in
+//! `service`; this file only decides when connections start and end.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::forward::Forwarder;
+use super::service::{basic_credentials, handle, ConnCtx, Shared};
+use super::{ClientInfo, Dialer, Interceptor};
+use crate::config::Config;
+
+/// Why the proxy could not start.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The listen address could not be bound.
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// `[proxy].auth` names an environment variable that is not set.
+    MissingPassword { variable: String },
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ProxyError::MissingPassword { variable } => write!(
+                f,
+                "[proxy].auth is set but the environment variable {variable} (the password) is not"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// A bound, ready-to-run proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Binds `config.proxy.listen` and prepares the shared state. The listener exists when this
+    /// returns, so `local_addr` is final (useful with port 0).
+    pub async fn bind(
+        config: &Config,
+        interceptor: Option<Arc<dyn Interceptor>>,
+    ) -> Result<Proxy, ProxyError> {
+        let listen = config.proxy.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ProxyError::Bind {
+                addr: listen,
+                source,
+            })?;
+        Proxy::from_listener(listener, config, interceptor)
+    }
+
+    /// Prepares a proxy on an already bound listener.
+    pub fn from_listener(
+        listener: TcpListener,
+        config: &Config,
+        interceptor: Option<Arc<dyn Interceptor>>,
+    ) -> Result<Proxy, ProxyError> {
+        let mut proxy_config = config.proxy.clone();
+        if let Ok(addr) = listener.local_addr() {
+            proxy_config.listen = addr;
+        }
+        let expected_auth = match &proxy_config.auth {
+            None => None,
+            Some(auth) => {
+                let password =
+                    std::env::var(&auth.password_env).map_err(|_| ProxyError::MissingPassword {
+                        variable: auth.password_env.clone(),
+                    })?;
+                basic_credentials(&auth.username, &password)
+            }
+        };
+        let dialer = Dialer::new(config.resolve.clone(), proxy_config.connect_timeout());
+        let forwarder = Forwarder::new(
+            dialer.clone(),
+            proxy_config.upstream_idle(),
+            proxy_config.response_timeout(),
+        );
+        let mut pac_hosts: Vec<String> = interceptor.iter().flat_map(|i| i.pac_hosts()).collect();
+        pac_hosts.extend(proxy_config.pac_hosts.iter().cloned());
+        // Lab hosts given in [resolve] are only reachable through mailtap.
+        pac_hosts.extend(config.resolve.keys().cloned());
+        pac_hosts.sort();
+        pac_hosts.dedup();
+        let shared = Arc::new(Shared {
+            config: proxy_config,
+            dialer,
+            forwarder,
+            interceptor,
+            expected_auth,
+            pac_hosts,
+        });
+        Ok(Proxy { listener, shared })
+    }
+
+    /// The address actually listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.config.listen
+    }
+
+    /// Host patterns the PAC file sends through mailtap.
+    pub fn pac_hosts(&self) -> &[String] {
+        &self.shared.pac_hosts
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests and
+    /// tunnels finish for up to `[proxy].shutdown_grace_secs`, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let max = self.shared.config.max_connections;
+        let limit = Arc::new(Semaphore::new(max));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            // At the limit we stop calling accept(): new clients wait in the kernel backlog.
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let ctx = ConnCtx {
+                info: ClientInfo {
+                    client: peer,
+                    proxy: stream.local_addr().unwrap_or(self.shared.config.listen),
+                },
+                allowed: self
+                    .shared
+                    .config
+                    .allow
+                    .iter()
+                    .any(|net| net.contains(&peer.ip())),
+                shared: self.shared.clone(),
+                permit: Arc::new(permit),
+            };
+            tokio::spawn(serve_connection(stream, ctx, stop_rx.clone()));
+        }
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let grace = self.shared.config.shutdown_grace();
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: finishing in-flight work"
+        );
+        // Every connection and tunnel holds a permit: all permits back means all work is done.
+        let drained = tokio::time::timeout(grace, limit.acquire_many(max as u32)).await;
+        if drained.is_err() {
+            tracing::warn!("shutdown deadline reached with connections still open; closing them");
+        }
+    }
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(client = %ctx.info.client))]
+async fn serve_connection(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let config = &ctx.shared.config;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout())
+        .max_header_size(config.max_header_bytes)
+        .preserve_header_case(true);
+    let service = {
+        let ctx = ctx.clone();
+        service_fn(move |request| handle(ctx.clone(), request))
+    };
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,240 @@
+//! Per-request dispatch: access checks, the proxy's own pages, CONNECT, the interception seam,
+//! and the streaming forward path.
+//!
+//! Owns the order in which a request is judged. It holds no connection state beyond what the
+//! accept loop hands it ([`ConnCtx`]).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::forward::Forwarder;
+use super::pages::{self, error_response, HomeInfo};
+use super::tunnel::{self, TunnelEnd};
+use super::{full_body, ClientInfo, Dialer, Interceptor, Outcome, ProxyBody, RequestHead};
+use crate::config::ProxyConfig;
+
+/// What every connection shares.
+pub struct Shared {
+    pub config: ProxyConfig,
+    pub dialer: Dialer,
+    pub forwarder: Forwarder,
+    pub interceptor: Option<Arc<dyn Interceptor>>,
+    /// The exact `Proxy-Authorization` value accepted, when auth is on.
+    pub expected_auth: Option<HeaderValue>,
+    /// Host patterns in the PAC file.
+    pub pac_hosts: Vec<String>,
+}
+
+/// One client connection's context.
+#[derive(Clone)]
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub info: ClientInfo,
+    /// Whether the client address is in `[proxy].allow`.
+    pub allowed: bool,
+    /// Held by the connection and by any tunnel it becomes, so the connection limit counts both.
+    pub permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// Builds the `Proxy-Authorization` value that `username:password` produces.
+pub fn basic_credentials(username: &str, password: &str) -> Option<HeaderValue> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    HeaderValue::from_str(&format!("Basic {token}")).ok()
+}
+
+/// Handles one request. Never fails: every problem becomes an HTTP answer.
+pub async fn handle(
+    ctx: ConnCtx,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    if !ctx.allowed {
+        tracing::warn!(client = %ctx.info.client, "client not in [proxy].allow: 403");
+        let mut r = error_response(
+            StatusCode::FORBIDDEN,
+            &format!("{} is not allowed to use this proxy", ctx.info.client.ip()),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
+    if request.method() == Method::CONNECT {
+        return Ok(match check_auth(&ctx, &request) {
+            Some(denied) => denied,
+            None => connect(ctx, request).await,
+        });
+    }
+    let uri = request.uri();
+    if uri.authority().is_none() || is_self(&ctx, uri) {
+        return Ok(own_page(&ctx, &request));
+    }
+    if uri.scheme_str() != Some("http") {
+        return Ok(error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot forward {uri}: only http:// URLs are forwarded (HTTPS goes through CONNECT)"),
+        ));
+    }
+    if let Some(denied) = check_auth(&ctx, &request) {
+        return Ok(denied);
+    }
+    if let Some(interceptor) = &ctx.shared.interceptor {
+        let head = RequestHead {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            info: &ctx.info,
+        };
+        if interceptor.wants(&head) {
+            return Ok(match interceptor.intercept(request, ctx.info).await {
+                Outcome::Respond(response) => response,
+                Outcome::Forward {
+                    request,
+                    on_response,
+                } => {
+                    let response = ctx.shared.forwarder.forward(request).await;
+                    match on_response {
+                        Some(hook) => hook(response).await,
+                        None => response,
+                    }
+                }
+            });
+        }
+    }
+    let request = request.map(|b| b.boxed());
+    Ok(ctx.shared.forwarder.forward(request).await)
+}
+
+/// `None` when the request may pass; otherwise the 407 to send.
+fn check_auth(ctx: &ConnCtx, request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let expected = ctx.shared.expected_auth.as_ref()?;
+    let given = request.headers().get(header::PROXY_AUTHORIZATION);
+    if given == Some(expected) {
+        return None;
+    }
+    tracing::warn!(
+        client = %ctx.info.client,
+        reason = if given.is_some() { "wrong credentials" } else { "no credentials" },
+        "proxy authentication required: 407"
+    );
+    let mut r = error_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy authentication required",
+    );
+    r.headers_mut().insert(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"mailtap\", charset=\"UTF-8\""),
+    );
+    Some(r)
+}
+
+/// True when an absolute-form URI names this proxy itself (so it is not forwarded in a loop).
+fn is_self(ctx: &ConnCtx, uri: &Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    let local = ctx.info.proxy;
+    if authority.port_u16().unwrap_or(80) != local.port() {
+        return false;
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()),
+        Err(_) => host.eq_ignore_ascii_case("localhost") && local.ip().is_loopback(),
+    }
+}
+
+fn own_page(ctx: &ConnCtx, request: &Request<Incoming>) -> Response<ProxyBody> {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| ctx.info.proxy.to_string());
+    let method = request.method();
+    if method != Method::GET && method != Method::HEAD {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served on the proxy's own address",
+        );
+    }
+    match request.uri().path() {
+        "/" => pages::home(&HomeInfo {
+            listen: ctx.shared.config.listen,
+            proxy_authority: &authority,
+            pac_hosts: &ctx.shared.pac_hosts,
+        }),
+        "/proxy.pac" => pages::pac(&authority, &ctx.shared.pac_hosts),
+        other => error_response(StatusCode::NOT_FOUND, &format!("no page {other} here")),
+    }
+}
+
+/// CONNECT host:port: dial first, answer 200 only once the target accepted, then tunnel.
+async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody> {
+    let Some(authority) = request.uri().authority().cloned() else {
+        return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let Some(port) = authority.port_u16() else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("CONNECT {authority}: a port is required"),
+        );
+    };
+    let server = match ctx.shared.dialer.connect(authority.host(), port).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::info!(target = %authority, error = %e, "CONNECT failed");
+            let status = if e.is_timeout() {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return error_response(status, &format!("CONNECT {authority}: {e}"));
+        }
+    };
+    let idle = ctx.shared.config.tunnel_idle_timeout();
+    let permit = ctx.permit.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let upgraded = match hyper::upgrade::on(request).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(target = %authority, error = %e, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!(target = %authority, "CONNECT on a non-TCP connection is not supported");
+                return;
+            }
+        };
+        let client = parts.io.into_inner();
+        let mut server = server;
+        // Bytes the browser sent right behind the CONNECT head belong to the tunnel.
+        if !parts.read_buf.is_empty() && server.write_all(&parts.read_buf).await.is_err() {
+            return;
+        }
+        drop(parts.read_buf);
+        match tunnel::run(client, server, idle).await {
+            TunnelEnd::Closed(stats) => {
+                tracing::debug!(target = %authority, ?stats, "tunnel closed")
+            }
+            TunnelEnd::Idle => tracing::debug!(target = %authority, "tunnel idle: closed"),
+            TunnelEnd::Error(e) => tracing::debug!(target = %authority, error = %e, "tunnel ended"),
+        }
+    });
+    Response::new(full_body(""))
+}
