@@ -1,0 +1,293 @@
+//! Test helpers: start mailtap on 127.0.0.1:0, fake origins (hyper and raw TCP), an echo
+//! server, and raw-socket clients. Every server binds port 0 and every wait is bounded.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use mailtap::app::App;
+use mailtap::config::Config;
+use mailtap::proxy::Interceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running mailtap.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Signals shutdown and waits (bounded) for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT * 3, &mut self.task)
+            .await
+            .expect("mailtap did not stop in time")
+            .expect("mailtap task panicked");
+    }
+
+    /// Signals shutdown without waiting; returns the task to await.
+    pub fn begin_shutdown(mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        task
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Starts mailtap with `[proxy].listen = 127.0.0.1:0` plus `extra` TOML.
+pub async fn start(extra: &str, interceptor: Option<Arc<dyn Interceptor>>) -> Running {
+    let text = format!("{extra}\n");
+    let mut config = Config::parse(&text).expect("test config parses");
+    config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    let app = App::start(&config, interceptor)
+        .await
+        .expect("mailtap starts");
+    let addr = app.proxy_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// What a hyper origin saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+    pub peer: SocketAddr,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A hyper origin. Paths: `/1k` (1 KiB of 'a'), `/echo` (echoes the body), `/slow` (answers after
+/// 1 s), `/len` (answers with the body length), anything else `hello`.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<Mutex<usize>>,
+}
+
+pub async fn origin() -> Origin {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let connections: Arc<Mutex<usize>> = Arc::default();
+    let (seen2, conns2) = (seen.clone(), connections.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                return;
+            };
+            *conns2.lock().unwrap() += 1;
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move { Ok::<_, hyper::Error>(origin_answer(req, peer, seen).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Origin {
+        addr,
+        seen,
+        connections,
+    }
+}
+
+async fn origin_answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_len: body.len(),
+        peer,
+    });
+    match parts.uri.path() {
+        "/1k" => Response::new(Full::new(Bytes::from(vec![b'a'; 1024]))),
+        "/echo" => Response::new(Full::new(body)),
+        "/len" => Response::new(Full::new(Bytes::from(body.len().to_string()))),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Response::new(Full::new(Bytes::from_static(b"slow done")))
+        }
+        _ => Response::new(Full::new(Bytes::from_static(b"hello"))),
+    }
+}
+
+/// A raw origin: reads one request head, stores it verbatim, and answers with `response`.
+pub async fn raw_origin(response: &'static [u8]) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let heads2 = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let head = read_head(&mut stream).await;
+            heads2.lock().unwrap().push(head);
+            let _ = stream.write_all(response).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (addr, heads)
+}
+
+/// An origin that accepts connections and never answers (for timeouts).
+pub async fn silent_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+            if held.len() > 100 {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+/// A TCP echo server.
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port on which nothing listens.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Reads up to and including the blank line ending a head (bounded to 1 MiB and `WAIT`).
+pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let _ = tokio::time::timeout(WAIT, async {
+        while head.len() < 1 << 20 && !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    head
+}
+
+/// Sends raw bytes to `addr` and reads one response: its head and a `Content-Length` body, or
+/// everything until the peer closes when there is no length (bounded by `WAIT`).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let head = read_head(&mut stream).await;
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let length = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(WAIT, async {
+        match length {
+            Some(n) => {
+                body.resize(n, 0);
+                stream.read_exact(&mut body).await.map(|_| ())
+            }
+            None => stream.read_to_end(&mut body).await.map(|_| ()),
+        }
+    })
+    .await;
+    text + &String::from_utf8_lossy(&body)
+}
+
+/// Runs curl with `args` (bounded by `WAIT`); returns (exit status, stdout, stderr).
+pub async fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = tokio::time::timeout(
+        WAIT * 3,
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("curl did not finish")
+    .expect("curl runs (is it installed?)");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
