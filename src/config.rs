@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 /// The whole configuration file. Absent sections take their defaults, so an empty file (or no
 /// file at all) is the zero-configuration run.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -24,7 +24,7 @@ pub struct Config {
 }
 
 /// `[proxy]`: the listening side, access control, limits and timeouts.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     /// Address the proxy listens on.

@@ -85,6 +85,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mailtap: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let addr = app.proxy_addr();
         println!(
             "mailtap {} — HTTP proxy listening on {addr}",
@@ -95,40 +102,51 @@ fn main() -> ExitCode {
             Some(path) => println!("  config file: {}", path.display()),
             None => println!("  config file: none (built-in defaults)"),
         }
-        app.run(shutdown_signal()).await;
+        app.run(signals.shutdown()).await;
         ExitCode::SUCCESS
     })
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    eprintln!("mailtap: shutting down (press Ctrl-C again to exit at once)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        std::process::exit(130);
-    });
+/// Ctrl-C and SIGTERM, registered before the banner so that no early signal is missed.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Resolves on the first signal; a second one exits at once.
+    async fn shutdown(mut self) {
+        self.recv().await;
+        eprintln!("mailtap: shutting down (press Ctrl-C again to exit at once)");
+        tokio::spawn(async move {
+            self.recv().await;
+            std::process::exit(130);
+        });
     }
 }
 

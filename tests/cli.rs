@@ -1,0 +1,83 @@
+//! The `mailtap` binary as a user runs it: the sample config, check-config, banner and signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mailtap::config::Config;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailtap");
+
+#[test]
+fn the_sample_config_documents_the_defaults() {
+    // Guards samples/mailtap.toml: it parses, and every value it shows is the real default.
+    let sample = Config::load(std::path::Path::new("samples/mailtap.toml")).unwrap();
+    assert_eq!(sample, Config::default());
+}
+
+#[test]
+fn check_config_reports_the_bad_key() {
+    // Guards `mailtap check-config`: exit 0 for a good file, non-zero naming the key otherwise.
+    let ok = Command::new(BIN)
+        .args(["check-config", "samples/mailtap.toml"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[proxy]\nlisten = \"127.0.0.1:1\"\nconect_timeout_secs = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conect_timeout_secs") && err.contains("line 3"),
+        "{err}"
+    );
+    std::fs::write(&bad, "[proxy]\nmax_connections = 0\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proxy.max_connections"));
+}
+
+#[test]
+fn banner_then_clean_exit_on_sigterm() {
+    // Guards the zero-config start: banner with listen address and PAC URL; SIGTERM exits 0.
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening on 127.0.0.1:"), "{first}");
+    let pac = lines.next().unwrap().unwrap();
+    assert!(pac.contains("/proxy.pac"), "{pac}");
+    let config = lines.next().unwrap().unwrap();
+    assert!(config.contains("config file: none"), "{config}");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "mailtap did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
