@@ -83,6 +83,7 @@ pub fn parse_list(input: &str) -> Vec<Mailbox> {
             '"' if !in_angle => in_quote = !in_quote,
             '<' if !in_quote => in_angle = true,
             '>' if !in_quote => in_angle = false,
+            ';' if !in_quote && !in_angle && ends_with_entity(&input[start..i]) => {}
             ',' | ';' if !in_quote && !in_angle => {
                 out.extend(parse_mailbox(&input[start..i]));
                 start = i + 1;
@@ -92,6 +93,24 @@ pub fn parse_list(input: &str) -> Vec<Mailbox> {
     }
     out.extend(parse_mailbox(&input[start..]));
     out
+}
+
+/// True when `s` ends with an unterminated HTML character reference (`&nbsp`, `&#160`,
+/// `&#xA0`), so the `;` that follows closes it instead of separating items (QQ Mail sends
+/// display names with entities).
+fn ends_with_entity(s: &str) -> bool {
+    let Some(amp) = s.rfind('&') else { return false };
+    let ent = &s[amp + 1..];
+    let body = ent.strip_prefix("#x").or_else(|| ent.strip_prefix("#X"));
+    match (body, ent.strip_prefix('#')) {
+        (Some(hex), _) => !hex.is_empty() && hex.len() <= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        (None, Some(dec)) => !dec.is_empty() && dec.len() <= 7 && dec.bytes().all(|b| b.is_ascii_digit()),
+        (None, None) => {
+            (2..=10).contains(&ent.len())
+                && ent.as_bytes()[0].is_ascii_alphabetic()
+                && ent.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
+    }
 }
 
 /// Parses one item: `"Name" <a@b>`, `Name <a@b>`, `"Name"<a@b>`, `<a@b>` or a bare `a@b`.
@@ -181,6 +200,7 @@ mod tests {
             ("odd <a,b@x.cn>", vec![mb(Some("odd"), "a,b@x.cn")]),
             ("&nbsp;Wang&nbsp; <w@x.cn>", vec![mb(Some("&nbsp;Wang&nbsp;"), "w@x.cn")]),
             ("a@x.cn;b@y.cn;", vec![mb(None, "a@x.cn"), mb(None, "b@y.cn")]),
+            ("Li&#160;Lei <l@x.cn>;a&b@x.cn;c@y.cn", vec![mb(Some("Li&#160;Lei"), "l@x.cn"), mb(None, "a&b@x.cn"), mb(None, "c@y.cn")]),
             ("Evil\r\nBcc: x@y.cn <e@x.cn>", vec![mb(Some("Evil\r\nBcc: x@y.cn"), "e@x.cn")]),
         ];
         for (input, want) in cases {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::mail::record::{Attachment, Origin, Source};
-use chrono::TimeZone;
+use chrono::{TimeZone, Utc};
 
 fn record() -> MailRecord {
     MailRecord {
