@@ -115,11 +115,18 @@ fn ends_with_entity(s: &str) -> bool {
 
 /// Parses one item: `"Name" <a@b>`, `Name <a@b>`, `"Name"<a@b>`, `<a@b>` or a bare `a@b`.
 /// Returns `None` for an item that is empty after trimming. Text after `>` (e.g. a label
-/// `(work)`) is ignored; an unclosed `<` takes the rest as the address.
+/// `(work)`) is ignored; an unclosed `<` takes the rest as the address. An item holding CR,
+/// LF, NUL or another control character is returned whole as a bare (invalid) address.
 pub fn parse_mailbox(item: &str) -> Option<Mailbox> {
     let item = item.trim_matches(|c: char| c == ' ' || c == '\t');
     if item.is_empty() {
         return None;
+    }
+    // An item with a control character is kept whole as its address, so validation rejects
+    // it and the rejection names exactly what was typed (it can never be split into a
+    // plausible-looking mailbox).
+    if has_control(item) {
+        return Some(Mailbox::bare(item));
     }
     let Some(lt) = find_unquoted(item, '<') else {
         return Some(Mailbox::bare(item));
@@ -201,7 +208,9 @@ mod tests {
             ("&nbsp;Wang&nbsp; <w@x.cn>", vec![mb(Some("&nbsp;Wang&nbsp;"), "w@x.cn")]),
             ("a@x.cn;b@y.cn;", vec![mb(None, "a@x.cn"), mb(None, "b@y.cn")]),
             ("Li&#160;Lei <l@x.cn>;a&b@x.cn;c@y.cn", vec![mb(Some("Li&#160;Lei"), "l@x.cn"), mb(None, "a&b@x.cn"), mb(None, "c@y.cn")]),
-            ("Evil\r\nBcc: x@y.cn <e@x.cn>", vec![mb(Some("Evil\r\nBcc: x@y.cn"), "e@x.cn")]),
+            ("Evil\r\nBcc: x@y.cn <e@x.cn>", vec![mb(None, "Evil\r\nBcc: x@y.cn <e@x.cn>")]),
+            ("a@x.cn\r\nRCPT TO:<e@x.cn>, b@y.cn", vec![mb(None, "a@x.cn\r\nRCPT TO:<e@x.cn>"), mb(None, "b@y.cn")]),
+            ("Nul\0 <n@x.cn>", vec![mb(None, "Nul\0 <n@x.cn>")]),
         ];
         for (input, want) in cases {
             assert_eq!(parse_list(input), want, "input {input:?}");

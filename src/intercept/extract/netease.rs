@@ -141,7 +141,8 @@ pub fn unescape(s: &str) -> String {
             rest = &rest[1..];
             continue;
         }
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // `;` is ASCII, so its byte position is a char boundary even amid multi-byte text.
+        let Some(semi) = rest.bytes().take(12).position(|b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -201,6 +202,8 @@ mod tests {
         assert!(parse("<object><string name=\"a\"").is_err());
         assert!(parse("<!-- x").is_err());
         assert_eq!(unescape("&bogus; &#x4E2D;&#25991; & &;"), "&bogus; 中文 & &;");
+        assert_eq!(unescape("&中文字符;x"), "&中文字符;x");
+        assert_eq!(unescape("a &amp 第3周; b"), "a &amp 第3周; b");
         assert!(parse("").unwrap().is_empty());
         assert!(parse("</array></object><string>x</string>").unwrap().is_empty());
     }
