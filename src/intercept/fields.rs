@@ -50,7 +50,13 @@ impl Decoded {
     pub fn get(&self, name: &str, ci: bool) -> Option<&Value> {
         self.fields
             .iter()
-            .find(|(n, _)| if ci { n.eq_ignore_ascii_case(name) } else { n == name })
+            .find(|(n, _)| {
+                if ci {
+                    n.eq_ignore_ascii_case(name)
+                } else {
+                    n == name
+                }
+            })
             .map(|(_, v)| v)
     }
 
@@ -105,9 +111,18 @@ mod tests {
         assert_eq!(decode_text("发送".as_bytes(), None), "发送");
         assert_eq!(decode_text(b"plain", None), "plain");
         let (big5, _, _) = encoding_rs::BIG5.encode("郵件");
-        assert_eq!(decode_text(&big5, charset_of(Some("text/plain; charset=\"big5\""))), "郵件");
-        assert_eq!(charset_of(Some("application/x-www-form-urlencoded; charset=UTF-8")), Some(encoding_rs::UTF_8));
-        assert_eq!(charset_of(Some("application/x-www-form-urlencoded; charset=nonsense")), None);
+        assert_eq!(
+            decode_text(&big5, charset_of(Some("text/plain; charset=\"big5\""))),
+            "郵件"
+        );
+        assert_eq!(
+            charset_of(Some("application/x-www-form-urlencoded; charset=UTF-8")),
+            Some(encoding_rs::UTF_8)
+        );
+        assert_eq!(
+            charset_of(Some("application/x-www-form-urlencoded; charset=nonsense")),
+            None
+        );
         assert_eq!(charset_of(Some("application/json")), None);
         assert_eq!(charset_of(None), None);
     }

@@ -39,21 +39,35 @@ pub struct InterceptConfig {
 
 impl Default for InterceptConfig {
     fn default() -> Self {
-        InterceptConfig { builtin_rules: true, upload_ttl_secs: 3600, max_upload_bytes: 256 * 1024 * 1024 }
+        InterceptConfig {
+            builtin_rules: true,
+            upload_ttl_secs: 3600,
+            max_upload_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
 impl InterceptConfig {
     /// An empty `UploadStore` with this section's TTL and byte bound.
     pub fn upload_store(&self) -> UploadStore {
-        UploadStore::new(std::time::Duration::from_secs(self.upload_ttl_secs), self.max_upload_bytes)
+        UploadStore::new(
+            std::time::Duration::from_secs(self.upload_ttl_secs),
+            self.max_upload_bytes,
+        )
     }
 }
 
 impl MailDraft {
     /// Builds the record: attachments carried by the send first, then `uploaded` (in the
     /// send's order); sender as resolved; a fresh id. Not yet checked (`mail::check`).
-    pub fn into_record(self, uploaded: Vec<Attachment>, sender: ResolvedSender, source: Source, received: DateTime<Utc>, http_head: String) -> MailRecord {
+    pub fn into_record(
+        self,
+        uploaded: Vec<Attachment>,
+        sender: ResolvedSender,
+        source: Source,
+        received: DateTime<Utc>,
+        http_head: String,
+    ) -> MailRecord {
         let mut attachments = self.attachments;
         attachments.extend(uploaded);
         MailRecord {

@@ -310,7 +310,10 @@ impl Rule {
             return Err(err("name is empty".into()));
         }
         if config.method.is_empty() || !config.method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(err(format!("method {:?} is not an HTTP method", config.method)));
+            return Err(err(format!(
+                "method {:?} is not an HTTP method",
+                config.method
+            )));
         }
         for h in &config.hosts {
             let bare = h.strip_prefix("*.").unwrap_or(h);
@@ -322,15 +325,26 @@ impl Rule {
             Regex::new(src).map_err(|e| err(format!("{what} regex {src:?} is invalid: {e}")))
         };
         let path = re("path", &config.path)?;
-        for c in config.query.iter().chain(&config.when).chain(&config.when_any).chain(&config.skip) {
+        for c in config
+            .query
+            .iter()
+            .chain(&config.when)
+            .chain(&config.when_any)
+            .chain(&config.skip)
+        {
             c.validate().map_err(err)?;
         }
         let id_name_regex = match config.fields.attachment_ids.as_ref() {
             Some(ids) => {
                 if ids.field.is_none() == ids.name_regex.is_none() {
-                    return Err(err("attachment_ids needs exactly one of field, name_regex".into()));
+                    return Err(err(
+                        "attachment_ids needs exactly one of field, name_regex".into()
+                    ));
                 }
-                ids.name_regex.as_deref().map(|s| re("attachment_ids.name_regex", s)).transpose()?
+                ids.name_regex
+                    .as_deref()
+                    .map(|s| re("attachment_ids.name_regex", s))
+                    .transpose()?
             }
             None => None,
         };
@@ -339,22 +353,33 @@ impl Rule {
             for c in &up.query {
                 c.validate().map_err(err)?;
             }
-            upload_path = up.path.as_deref().map(|s| re("upload.path", s)).transpose()?;
+            upload_path = up
+                .path
+                .as_deref()
+                .map(|s| re("upload.path", s))
+                .transpose()?;
             upload_id_regex = up
                 .response_id_regex
                 .as_deref()
                 .map(|s| re("upload.response_id_regex", s))
                 .transpose()?;
-            if upload_id_regex.as_ref().is_some_and(|r| r.captures_len() < 2) {
+            if upload_id_regex
+                .as_ref()
+                .is_some_and(|r| r.captures_len() < 2)
+            {
                 return Err(err("upload.response_id_regex needs a capture group".into()));
             }
             if let Some(p) = &up.response_id_pointer {
                 if !p.is_empty() && !p.starts_with('/') {
-                    return Err(err(format!("upload.response_id_pointer {p:?} must start with /")));
+                    return Err(err(format!(
+                        "upload.response_id_pointer {p:?} must start with /"
+                    )));
                 }
             }
             if up.key.is_empty() != up.send_key.is_empty() {
-                return Err(err("upload.key and upload.send_key must both be set or both empty".into()));
+                return Err(err(
+                    "upload.key and upload.send_key must both be set or both empty".into(),
+                ));
             }
         }
         if let Some(t) = &config.response {
@@ -376,15 +401,19 @@ impl Rule {
     /// True when `host` (lowercase, no port) is one this rule names, or the rule names none.
     pub fn host_matches(&self, host: &str) -> bool {
         self.config.hosts.is_empty()
-            || self.config.hosts.iter().any(|h| match h.strip_prefix("*.") {
-                Some(domain) => {
-                    host.eq_ignore_ascii_case(domain)
-                        || (host.len() > domain.len() + 1
-                            && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
-                            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
-                }
-                None => host.eq_ignore_ascii_case(h),
-            })
+            || self
+                .config
+                .hosts
+                .iter()
+                .any(|h| match h.strip_prefix("*.") {
+                    Some(domain) => {
+                        host.eq_ignore_ascii_case(domain)
+                            || (host.len() > domain.len() + 1
+                                && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+                                && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+                    }
+                    None => host.eq_ignore_ascii_case(h),
+                })
     }
 
     /// Ids of uploaded files named in an upload response body, in order; empty when the rule
@@ -404,9 +433,10 @@ impl Rule {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                 return match v.pointer(ptr) {
                     Some(serde_json::Value::String(s)) => vec![s.clone()],
-                    Some(serde_json::Value::Array(a)) => {
-                        a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
-                    }
+                    Some(serde_json::Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect(),
                     _ => Vec::new(),
                 };
             }

@@ -21,20 +21,43 @@ to = "to"
 subject = "s"
 "#;
 
-fn head<'a>(host: &'a str, path: &'a str, query: Option<&'a str>, ct: Option<&'a str>) -> HeadView<'a> {
-    HeadView { method: "POST", host, path, query, content_type: ct, cookie: None }
+fn head<'a>(
+    host: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    ct: Option<&'a str>,
+) -> HeadView<'a> {
+    HeadView {
+        method: "POST",
+        host,
+        path,
+        query,
+        content_type: ct,
+        cookie: None,
+    }
 }
 
 #[test]
 fn builtin_rules_parse_and_compile() {
     // The shipped TOML is valid and contains every required webmail family.
     let set = RuleSet::builtin().unwrap();
-    for name in ["roundcube", "snappymail", "rainloop", "squirrelmail-1.4", "squirrelmail-1.5", "qqmail", "netease"] {
+    for name in [
+        "roundcube",
+        "snappymail",
+        "rainloop",
+        "squirrelmail-1.4",
+        "squirrelmail-1.5",
+        "qqmail",
+        "netease",
+    ] {
         let r = set.get(name).unwrap_or_else(|| panic!("missing {name}"));
         assert!(r.config.response.is_some(), "{name} has no relay response");
     }
     let hosts = set.hosts_for_https();
-    assert!(hosts.contains(&"mail.qq.com".to_string()) && hosts.contains(&"*.mail.163.com".to_string()), "{hosts:?}");
+    assert!(
+        hosts.contains(&"mail.qq.com".to_string()) && hosts.contains(&"*.mail.163.com".to_string()),
+        "{hosts:?}"
+    );
 }
 
 #[test]
@@ -46,7 +69,14 @@ fn validation_names_the_rule() {
     assert_eq!(e.rule, "mini");
     assert!(e.to_string().contains("path regex"), "{e}");
     let mut c = parse(MINI);
-    c.when.push(Condition { field: "x".into(), place: Place::Body, equals: None, not_equals: None, present: None, nonempty: None });
+    c.when.push(Condition {
+        field: "x".into(),
+        place: Place::Body,
+        equals: None,
+        not_equals: None,
+        present: None,
+        nonempty: None,
+    });
     assert!(Rule::compile(c).unwrap_err().detail.contains("exactly one"));
     let mut c = parse(MINI);
     c.hosts.push("bad host/".into());
@@ -64,7 +94,10 @@ fn config_rule_overrides_builtin_and_goes_first() {
     let set = RuleSet::with_config(true, vec![over, parse(MINI)]).unwrap();
     assert_eq!(set.rules()[0].name(), "qqmail");
     assert_eq!(set.rules()[0].config.path, "^/send$");
-    assert_eq!(set.rules().iter().filter(|r| r.name() == "qqmail").count(), 1);
+    assert_eq!(
+        set.rules().iter().filter(|r| r.name() == "qqmail").count(),
+        1
+    );
     let only = RuleSet::with_config(false, vec![parse(MINI)]).unwrap();
     assert_eq!(only.rules().len(), 1);
 }
@@ -92,13 +125,33 @@ fn head_matching_table() {
     let set = RuleSet::with_config(false, vec![parse(MINI)]).unwrap();
     let form = Some("application/x-www-form-urlencoded; charset=UTF-8");
     let cases = [
-        (head("mail.example.test", "/send", Some("op=send"), form), true),
-        (head("mail.example.test", "/send", Some("op=send"), None), true),
-        (head("mail.example.test", "/send", Some("op=save"), form), false),
+        (
+            head("mail.example.test", "/send", Some("op=send"), form),
+            true,
+        ),
+        (
+            head("mail.example.test", "/send", Some("op=send"), None),
+            true,
+        ),
+        (
+            head("mail.example.test", "/send", Some("op=save"), form),
+            false,
+        ),
         (head("mail.example.test", "/send", None, form), false),
         (head("other.test", "/send", Some("op=send"), form), false),
-        (head("mail.example.test", "/send2", Some("op=send"), form), false),
-        (head("mail.example.test", "/send", Some("op=send"), Some("application/json")), false),
+        (
+            head("mail.example.test", "/send2", Some("op=send"), form),
+            false,
+        ),
+        (
+            head(
+                "mail.example.test",
+                "/send",
+                Some("op=send"),
+                Some("application/json"),
+            ),
+            false,
+        ),
     ];
     for (h, want) in cases {
         assert_eq!(set.match_head(&h).is_some(), want, "{h:?}");
@@ -115,7 +168,10 @@ fn discriminators_and_skips() {
     let h = head("mail.example.test", "/send", Some("op=send"), None);
     let send = |q: Option<&str>, body: &str| {
         let h = HeadView { query: q, ..h };
-        matches!(extract(&rule, &h, body.as_bytes()).unwrap(), Extracted::Send(_))
+        matches!(
+            extract(&rule, &h, body.as_bytes()).unwrap(),
+            Extracted::Send(_)
+        )
     };
     assert!(send(Some("op=send"), "kind=mail&to=a@b.org&s=hi"));
     assert!(!send(Some("op=send"), "kind=other&to=a@b.org"));
@@ -128,7 +184,10 @@ fn discriminators_and_skips() {
 #[test]
 fn condition_semantics() {
     // Each test kind treats absent and empty values as documented.
-    let c = |equals: Option<&str>, not_equals: Option<&str>, present: Option<bool>, nonempty: Option<bool>| Condition {
+    let c = |equals: Option<&str>,
+             not_equals: Option<&str>,
+             present: Option<bool>,
+             nonempty: Option<bool>| Condition {
         field: "f".into(),
         place: Place::Body,
         equals: equals.map(Into::into),
@@ -140,12 +199,20 @@ fn condition_semantics() {
         (c(Some("a"), None, None, None), [false, false, true, false]),
         (c(None, Some("a"), None, None), [true, true, false, true]),
         (c(None, None, Some(true), None), [false, true, true, true]),
-        (c(None, None, Some(false), None), [true, false, false, false]),
+        (
+            c(None, None, Some(false), None),
+            [true, false, false, false],
+        ),
         (c(None, None, None, Some(true)), [false, false, true, true]),
         (c(None, None, None, Some(false)), [true, true, false, false]),
     ];
     for (cond, want) in table {
-        let got = [cond.holds(None), cond.holds(Some("")), cond.holds(Some("a")), cond.holds(Some("b"))];
+        let got = [
+            cond.holds(None),
+            cond.holds(Some("")),
+            cond.holds(Some("a")),
+            cond.holds(Some("b")),
+        ];
         assert_eq!(got, want, "{cond:?}");
     }
 }
@@ -154,12 +221,27 @@ fn condition_semantics() {
 fn upload_head_goes_first() {
     // Roundcube's upload shares the send path and query; it is classified as an upload.
     let set = RuleSet::builtin().unwrap();
-    let h = head("webmail.example.test", "/", Some("_task=mail&_id=1&_action=upload"), Some("multipart/form-data; boundary=x"));
+    let h = head(
+        "webmail.example.test",
+        "/",
+        Some("_task=mail&_id=1&_action=upload"),
+        Some("multipart/form-data; boundary=x"),
+    );
     let m = set.match_head(&h).unwrap();
     assert_eq!(m.kind, MatchKind::Upload);
     assert_eq!(set.rules()[m.candidates[0]].name(), "roundcube");
-    let h = head("webmail.example.test", "/", Some("_task=mail"), Some("application/x-www-form-urlencoded"));
+    let h = head(
+        "webmail.example.test",
+        "/",
+        Some("_task=mail"),
+        Some("application/x-www-form-urlencoded"),
+    );
     assert_eq!(set.match_head(&h).unwrap().kind, MatchKind::Send);
-    let h = head("webmail.example.test", "/", Some("_task=addressbook"), Some("application/x-www-form-urlencoded"));
+    let h = head(
+        "webmail.example.test",
+        "/",
+        Some("_task=addressbook"),
+        Some("application/x-www-form-urlencoded"),
+    );
     assert!(set.match_head(&h).is_none());
 }

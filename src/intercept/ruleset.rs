@@ -38,9 +38,22 @@ pub struct OwnedHead {
 impl OwnedHead {
     /// Host from the URI authority, else the Host header; lowercased, port and a trailing dot
     /// removed (rules match on host + path, never on scheme — RFC 9112 §3.2).
-    pub fn from_parts(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> OwnedHead {
-        let text = |n: http::header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok()).map(String::from);
-        let host_raw = uri.host().map(String::from).or_else(|| text(http::header::HOST)).unwrap_or_default();
+    pub fn from_parts(
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> OwnedHead {
+        let text = |n: http::header::HeaderName| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let host_raw = uri
+            .host()
+            .map(String::from)
+            .or_else(|| text(http::header::HOST))
+            .unwrap_or_default();
         OwnedHead {
             method: method.as_str().to_string(),
             host: normalize_host(&host_raw),
@@ -73,7 +86,10 @@ pub fn normalize_host(raw: &str) -> String {
     let h = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        raw.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(raw)
+        raw.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(h, _)| h)
+            .unwrap_or(raw)
     };
     h.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -87,11 +103,22 @@ pub fn cookie_value<'a>(cookie: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn media_type(ct: &str) -> String {
-    ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn query_holds(conds: &[Condition], query: &[(String, String)]) -> bool {
-    conds.iter().all(|c| c.holds(query.iter().find(|(k, _)| *k == c.field).map(|(_, v)| v.as_str())))
+    conds.iter().all(|c| {
+        c.holds(
+            query
+                .iter()
+                .find(|(k, _)| *k == c.field)
+                .map(|(_, v)| v.as_str()),
+        )
+    })
 }
 
 impl Rule {
@@ -101,7 +128,9 @@ impl Rule {
         let c = &self.config;
         head.method.eq_ignore_ascii_case(&c.method)
             && self.host_matches(head.host)
-            && head.content_type.is_none_or(|ct| media_type(ct) == c.decoder.media_type())
+            && head
+                .content_type
+                .map_or(true, |ct| media_type(ct) == c.decoder.media_type())
             && self.path.is_match(head.path)
             && query_holds(&c.query, query)
     }
@@ -109,18 +138,30 @@ impl Rule {
     /// Head test for the upload sub-rule: method, host, upload path (or the rule's), upload
     /// query conditions, and a multipart/form-data Content-Type.
     pub fn upload_head_matches(&self, head: &HeadView<'_>, query: &[(String, String)]) -> bool {
-        let Some(up) = &self.config.upload else { return false };
+        let Some(up) = &self.config.upload else {
+            return false;
+        };
         head.method.eq_ignore_ascii_case(&self.config.method)
             && self.host_matches(head.host)
-            && head.content_type.is_some_and(|ct| media_type(ct) == "multipart/form-data")
-            && self.upload_path.as_ref().unwrap_or(&self.path).is_match(head.path)
+            && head
+                .content_type
+                .is_some_and(|ct| media_type(ct) == "multipart/form-data")
+            && self
+                .upload_path
+                .as_ref()
+                .unwrap_or(&self.path)
+                .is_match(head.path)
             && query_holds(&up.query, query)
     }
 
     /// The namespace uploads of this rule are stored under (rules sharing an upload endpoint,
     /// like SnappyMail and RainLoop, share one).
     pub fn upload_group(&self) -> &str {
-        self.config.upload.as_ref().and_then(|u| u.group.as_deref()).unwrap_or(&self.config.name)
+        self.config
+            .upload
+            .as_ref()
+            .and_then(|u| u.group.as_deref())
+            .unwrap_or(&self.config.name)
     }
 }
 
@@ -158,10 +199,12 @@ impl RuleSet {
         struct File {
             rule: Vec<RuleConfig>,
         }
-        toml::from_str::<File>(BUILTIN_TOML).map(|f| f.rule).map_err(|e| RuleError {
-            rule: "<builtin>".into(),
-            detail: e.to_string(),
-        })
+        toml::from_str::<File>(BUILTIN_TOML)
+            .map(|f| f.rule)
+            .map_err(|e| RuleError {
+                rule: "<builtin>".into(),
+                detail: e.to_string(),
+            })
     }
 
     /// Config rules first (validated; an invalid one is an error naming it; duplicate names
@@ -171,7 +214,10 @@ impl RuleSet {
         let mut rules: Vec<Rule> = Vec::new();
         for c in extra {
             if rules.iter().any(|r| r.name() == c.name) {
-                return Err(RuleError { rule: c.name, detail: "defined twice in the configuration".into() });
+                return Err(RuleError {
+                    rule: c.name,
+                    detail: "defined twice in the configuration".into(),
+                });
             }
             rules.push(Rule::compile(c)?);
         }
@@ -196,7 +242,11 @@ impl RuleSet {
     /// Every host named by a rule (wildcards as written), sorted and deduplicated. Rules with
     /// no hosts match anywhere and add nothing.
     pub fn hosts_for_https(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self.rules.iter().flat_map(|r| r.config.hosts.iter().map(|h| h.to_ascii_lowercase())).collect();
+        let mut hosts: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.config.hosts.iter().map(|h| h.to_ascii_lowercase()))
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts
@@ -207,21 +257,38 @@ impl RuleSet {
     /// kind that matches is a candidate. `None` = forward without buffering.
     pub fn match_head(&self, head: &HeadView<'_>) -> Option<RuleMatch> {
         let query = head.query.map(query_pairs).unwrap_or_default();
-        let ups: Vec<usize> = (0..self.rules.len()).filter(|i| self.rules[*i].upload_head_matches(head, &query)).collect();
+        let ups: Vec<usize> = (0..self.rules.len())
+            .filter(|i| self.rules[*i].upload_head_matches(head, &query))
+            .collect();
         if !ups.is_empty() {
-            return Some(RuleMatch { kind: MatchKind::Upload, candidates: ups });
+            return Some(RuleMatch {
+                kind: MatchKind::Upload,
+                candidates: ups,
+            });
         }
-        let sends: Vec<usize> = (0..self.rules.len()).filter(|i| self.rules[*i].send_head_matches(head, &query)).collect();
-        (!sends.is_empty()).then_some(RuleMatch { kind: MatchKind::Send, candidates: sends })
+        let sends: Vec<usize> = (0..self.rules.len())
+            .filter(|i| self.rules[*i].send_head_matches(head, &query))
+            .collect();
+        (!sends.is_empty()).then_some(RuleMatch {
+            kind: MatchKind::Send,
+            candidates: sends,
+        })
     }
 
     /// Tries the match's candidates in order; the first that yields a send or an upload wins.
     /// `Ok((None, NotASend))` when none does. A decode error from a candidate is returned only
     /// when no later candidate succeeds.
-    pub fn extract(&self, m: &RuleMatch, head: &HeadView<'_>, body: &[u8]) -> Result<(Option<&Rule>, Extracted), ExtractError> {
+    pub fn extract(
+        &self,
+        m: &RuleMatch,
+        head: &HeadView<'_>,
+        body: &[u8],
+    ) -> Result<(Option<&Rule>, Extracted), ExtractError> {
         let mut first_err = None;
         for &i in &m.candidates {
-            let Some(rule) = self.rules.get(i) else { continue };
+            let Some(rule) = self.rules.get(i) else {
+                continue;
+            };
             match extract(rule, head, body) {
                 Ok(Extracted::NotASend) => {}
                 Ok(x) => return Ok((Some(rule), x)),

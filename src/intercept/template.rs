@@ -52,10 +52,18 @@ pub type VarName = (String, String);
 impl ResponseTemplate {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if !(100..=599).contains(&self.status) {
-            return Err(format!("response status {} is not an HTTP status", self.status));
+            return Err(format!(
+                "response status {} is not an HTTP status",
+                self.status
+            ));
         }
         let bad = |s: &str| s.chars().any(|c| c.is_control());
-        if bad(&self.content_type) || self.headers.iter().any(|(k, v)| bad(k) || bad(v) || k.is_empty()) {
+        if bad(&self.content_type)
+            || self
+                .headers
+                .iter()
+                .any(|(k, v)| bad(k) || bad(v) || k.is_empty())
+        {
             return Err("response headers must not contain control characters".into());
         }
         Ok(())
@@ -145,7 +153,10 @@ mod tests {
             ("plain123", "plain123"),
             ("a\"b", "a\\u0022b"),
             ("a'b", "a\\u0027b"),
-            ("</script><script>alert(1)</script>", "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)\\u003c/script\\u003e"),
+            (
+                "</script><script>alert(1)</script>",
+                "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)\\u003c/script\\u003e",
+            ),
             ("back\\slash", "back\\\\slash"),
             ("line\r\nbreak", "line\\u000d\\u000abreak"),
             ("\u{2028}", "\\u2028"),
@@ -159,7 +170,8 @@ mod tests {
     #[test]
     fn render_fills_and_escapes() {
         // Placeholders are filled from the request, escaped per context; other braces stay.
-        let t = tpl("iframe_loaded(\"{query._unlock}\"); remove(\"{body._id}\"); {\"k\":1} {nope.x}");
+        let t =
+            tpl("iframe_loaded(\"{query._unlock}\"); remove(\"{body._id}\"); {\"k\":1} {nope.x}");
         assert_eq!(
             t.placeholders(),
             vec![
@@ -169,8 +181,14 @@ mod tests {
             ]
         );
         let vars = BTreeMap::from([
-            ("query._unlock".to_string(), "loading1\"</script>".to_string()),
-            ("body.mailbox".to_string(), "INBOX&x=1\r\nSet-Cookie: a".to_string()),
+            (
+                "query._unlock".to_string(),
+                "loading1\"</script>".to_string(),
+            ),
+            (
+                "body.mailbox".to_string(),
+                "INBOX&x=1\r\nSet-Cookie: a".to_string(),
+            ),
         ]);
         let r = t.render(&vars);
         let body = String::from_utf8(r.body).unwrap();
@@ -179,7 +197,10 @@ mod tests {
             "iframe_loaded(\"loading1\\u0022\\u003c/script\\u003e\"); remove(\"\"); {\"k\":1} {nope.x}"
         );
         assert_eq!(r.headers[0], ("Content-Type".into(), "text/html".into()));
-        assert_eq!(r.headers[1].1, "x.php?m=INBOX%26x%3D1%0D%0ASet-Cookie%3A%20a");
+        assert_eq!(
+            r.headers[1].1,
+            "x.php?m=INBOX%26x%3D1%0D%0ASet-Cookie%3A%20a"
+        );
     }
 
     #[test]

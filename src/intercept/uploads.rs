@@ -25,7 +25,10 @@ impl std::fmt::Display for UploadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UploadError::TooLarge { size, limit } => {
-                write!(f, "upload of {size} bytes exceeds the upload store limit of {limit} bytes")
+                write!(
+                    f,
+                    "upload of {size} bytes exceeds the upload store limit of {limit} bytes"
+                )
             }
         }
     }
@@ -63,15 +66,30 @@ pub struct UploadStore {
 
 impl UploadStore {
     pub fn new(ttl: Duration, max_bytes: u64) -> UploadStore {
-        UploadStore { ttl, max_bytes, total: 0, next: 0, entries: Vec::new() }
+        UploadStore {
+            ttl,
+            max_bytes,
+            total: 0,
+            next: 0,
+            entries: Vec::new(),
+        }
     }
 
     /// Stores `files` under (group, key), evicting the oldest entries when the byte bound would
     /// be exceeded. The returned ticket is passed to `note_response` with the upload's reply.
-    pub fn capture(&mut self, group: &str, key: &str, files: Vec<UploadedFile>, now: Instant) -> Result<Ticket, UploadError> {
+    pub fn capture(
+        &mut self,
+        group: &str,
+        key: &str,
+        files: Vec<UploadedFile>,
+        now: Instant,
+    ) -> Result<Ticket, UploadError> {
         let size: u64 = files.iter().map(|f| f.data.len() as u64).sum();
         if size > self.max_bytes {
-            return Err(UploadError::TooLarge { size, limit: self.max_bytes });
+            return Err(UploadError::TooLarge {
+                size,
+                limit: self.max_bytes,
+            });
         }
         while self.total + size > self.max_bytes && !self.entries.is_empty() {
             let e = self.entries.remove(0);
@@ -82,7 +100,14 @@ impl UploadStore {
         let ticket = Ticket(self.next);
         self.total += size;
         for file in files {
-            self.entries.push(Entry { group: group.into(), key: key.into(), id: None, ticket, at: now, file });
+            self.entries.push(Entry {
+                group: group.into(),
+                key: key.into(),
+                id: None,
+                ticket,
+                at: now,
+                file,
+            });
         }
         Ok(ticket)
     }
@@ -114,7 +139,9 @@ impl UploadStore {
     pub fn take(&mut self, group: &str, key: &str, ids: &[String]) -> Taken {
         let mut out = Taken::default();
         for id in ids {
-            let pos = self.entries.iter().position(|e| e.group == group && e.key == key && e.id.as_deref() == Some(id.as_str()));
+            let pos = self.entries.iter().position(|e| {
+                e.group == group && e.key == key && e.id.as_deref() == Some(id.as_str())
+            });
             match pos {
                 Some(i) => {
                     let e = self.entries.remove(i);
@@ -129,7 +156,9 @@ impl UploadStore {
 
     /// Removes and returns every file under (group, key), in upload order.
     pub fn take_all(&mut self, group: &str, key: &str) -> Vec<UploadedFile> {
-        let (mine, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries).into_iter().partition(|e| e.group == group && e.key == key);
+        let (mine, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.group == group && e.key == key);
         self.entries = rest;
         self.total -= mine.iter().map(|e| e.file.data.len() as u64).sum::<u64>();
         mine.into_iter().map(|e| e.file).collect()
@@ -138,11 +167,16 @@ impl UploadStore {
     /// The uploads a send refers to: by id when the draft lists ids, else every upload for
     /// its key (rules without an id list). Empty when the rule has no upload sub-rule.
     pub fn take_for(&mut self, rule: &Rule, draft: &MailDraft) -> Taken {
-        let Some(key) = draft.upload_key.as_deref() else { return Taken::default() };
+        let Some(key) = draft.upload_key.as_deref() else {
+            return Taken::default();
+        };
         if rule.config.fields.attachment_ids.is_some() {
             self.take(rule.upload_group(), key, &draft.attachment_ids)
         } else {
-            Taken { files: self.take_all(rule.upload_group(), key), missing: Vec::new() }
+            Taken {
+                files: self.take_all(rule.upload_group(), key),
+                missing: Vec::new(),
+            }
         }
     }
 
@@ -150,8 +184,9 @@ impl UploadStore {
     pub fn expire(&mut self, now: Instant) -> usize {
         let ttl = self.ttl;
         let before = self.entries.len();
-        let (keep, gone): (Vec<Entry>, Vec<Entry>) =
-            std::mem::take(&mut self.entries).into_iter().partition(|e| now.saturating_duration_since(e.at) <= ttl);
+        let (keep, gone): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| now.saturating_duration_since(e.at) <= ttl);
         self.entries = keep;
         self.total -= gone.iter().map(|e| e.file.data.len() as u64).sum::<u64>();
         before - self.entries.len()
@@ -175,7 +210,11 @@ mod tests {
     use super::*;
 
     fn file(name: &str, n: usize) -> UploadedFile {
-        UploadedFile { filename: name.into(), content_type: "text/plain".into(), data: vec![b'x'; n] }
+        UploadedFile {
+            filename: name.into(),
+            content_type: "text/plain".into(),
+            data: vec![b'x'; n],
+        }
     }
 
     #[test]
@@ -183,7 +222,9 @@ mod tests {
         // Files come back in the send's id order; unknown ids are reported, not invented.
         let mut s = UploadStore::new(Duration::from_secs(60), 1000);
         let now = Instant::now();
-        let t1 = s.capture("g", "k", vec![file("a", 1), file("b", 2)], now).unwrap();
+        let t1 = s
+            .capture("g", "k", vec![file("a", 1), file("b", 2)], now)
+            .unwrap();
         let t2 = s.capture("g", "k", vec![file("c", 3)], now).unwrap();
         assert_eq!(s.assign_ids(t1, vec!["1".into(), "2".into()]), 2);
         assert_eq!(s.assign_ids(t2, vec!["3".into(), "extra".into()]), 1);
@@ -203,15 +244,33 @@ mod tests {
         let mut s = UploadStore::new(Duration::from_secs(10), 10);
         let t0 = Instant::now();
         s.capture("g", "k", vec![file("old", 4)], t0).unwrap();
-        s.capture("g", "k", vec![file("new", 4)], t0 + Duration::from_secs(8)).unwrap();
+        s.capture("g", "k", vec![file("new", 4)], t0 + Duration::from_secs(8))
+            .unwrap();
         assert_eq!(s.expire(t0 + Duration::from_secs(10)), 0);
         assert_eq!(s.expire(t0 + Duration::from_secs(11)), 1);
         assert_eq!(s.len(), 1);
-        s.capture("g", "k", vec![file("big", 6)], t0 + Duration::from_secs(12)).unwrap();
+        s.capture("g", "k", vec![file("big", 6)], t0 + Duration::from_secs(12))
+            .unwrap();
         assert_eq!(s.total_bytes(), 10);
-        s.capture("g", "k", vec![file("more", 5)], t0 + Duration::from_secs(12)).unwrap();
-        let names: Vec<_> = s.take_all("g", "k").into_iter().map(|f| f.filename).collect();
+        s.capture(
+            "g",
+            "k",
+            vec![file("more", 5)],
+            t0 + Duration::from_secs(12),
+        )
+        .unwrap();
+        let names: Vec<_> = s
+            .take_all("g", "k")
+            .into_iter()
+            .map(|f| f.filename)
+            .collect();
         assert_eq!(names, ["more"]);
-        assert_eq!(s.capture("g", "k", vec![file("huge", 11)], t0), Err(UploadError::TooLarge { size: 11, limit: 10 }));
+        assert_eq!(
+            s.capture("g", "k", vec![file("huge", 11)], t0),
+            Err(UploadError::TooLarge {
+                size: 11,
+                limit: 10
+            })
+        );
     }
 }

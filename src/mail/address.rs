@@ -14,10 +14,15 @@ use super::record::Mailbox;
 pub enum AddressError {
     Empty,
     /// CR, LF, NUL or another control character: could become a header or SMTP command.
-    ControlCharacter { addr: String },
+    ControlCharacter {
+        addr: String,
+    },
     /// Rejected by email_address with strict options (TLD required, no domain literal, no
     /// display text).
-    Syntax { addr: String, detail: String },
+    Syntax {
+        addr: String,
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for AddressError {
@@ -27,7 +32,9 @@ impl std::fmt::Display for AddressError {
             AddressError::ControlCharacter { addr } => {
                 write!(f, "address {addr:?} contains a control character")
             }
-            AddressError::Syntax { addr, detail } => write!(f, "address {addr:?} is invalid: {detail}"),
+            AddressError::Syntax { addr, detail } => {
+                write!(f, "address {addr:?} is invalid: {detail}")
+            }
         }
     }
 }
@@ -99,12 +106,18 @@ pub fn parse_list(input: &str) -> Vec<Mailbox> {
 /// `&#xA0`), so the `;` that follows closes it instead of separating items (QQ Mail sends
 /// display names with entities).
 fn ends_with_entity(s: &str) -> bool {
-    let Some(amp) = s.rfind('&') else { return false };
+    let Some(amp) = s.rfind('&') else {
+        return false;
+    };
     let ent = &s[amp + 1..];
     let body = ent.strip_prefix("#x").or_else(|| ent.strip_prefix("#X"));
     match (body, ent.strip_prefix('#')) {
-        (Some(hex), _) => !hex.is_empty() && hex.len() <= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        (None, Some(dec)) => !dec.is_empty() && dec.len() <= 7 && dec.bytes().all(|b| b.is_ascii_digit()),
+        (Some(hex), _) => {
+            !hex.is_empty() && hex.len() <= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        (None, Some(dec)) => {
+            !dec.is_empty() && dec.len() <= 7 && dec.bytes().all(|b| b.is_ascii_digit())
+        }
         (None, None) => {
             (2..=10).contains(&ent.len())
                 && ent.as_bytes()[0].is_ascii_alphabetic()
@@ -139,7 +152,9 @@ pub fn parse_mailbox(item: &str) -> Option<Mailbox> {
     let name = unquote(item[..lt].trim_matches(|c: char| c == ' ' || c == '\t'));
     Some(Mailbox {
         name: (!name.is_empty()).then_some(name),
-        addr: addr.trim_matches(|c: char| c == ' ' || c == '\t').to_string(),
+        addr: addr
+            .trim_matches(|c: char| c == ' ' || c == '\t')
+            .to_string(),
     })
 }
 
@@ -197,19 +212,56 @@ mod tests {
             ("", vec![]),
             (" , ;; ,", vec![]),
             ("a@b.org", vec![mb(None, "a@b.org")]),
-            ("张三 <z@example.com>,bob@example.org,", vec![mb(Some("张三"), "z@example.com"), mb(None, "bob@example.org")]),
-            ("\"张三\"<z@example.com>; \"bob\"<b@example.org>", vec![mb(Some("张三"), "z@example.com"), mb(Some("bob"), "b@example.org")]),
-            ("\"Li, Lei\" <l@x.cn>, \"A;B\" <ab@x.cn>", vec![mb(Some("Li, Lei"), "l@x.cn"), mb(Some("A;B"), "ab@x.cn")]),
-            ("\"Quote \\\" in\" <q@x.cn>", vec![mb(Some("Quote \" in"), "q@x.cn")]),
+            (
+                "张三 <z@example.com>,bob@example.org,",
+                vec![
+                    mb(Some("张三"), "z@example.com"),
+                    mb(None, "bob@example.org"),
+                ],
+            ),
+            (
+                "\"张三\"<z@example.com>; \"bob\"<b@example.org>",
+                vec![
+                    mb(Some("张三"), "z@example.com"),
+                    mb(Some("bob"), "b@example.org"),
+                ],
+            ),
+            (
+                "\"Li, Lei\" <l@x.cn>, \"A;B\" <ab@x.cn>",
+                vec![mb(Some("Li, Lei"), "l@x.cn"), mb(Some("A;B"), "ab@x.cn")],
+            ),
+            (
+                "\"Quote \\\" in\" <q@x.cn>",
+                vec![mb(Some("Quote \" in"), "q@x.cn")],
+            ),
             ("<only@x.cn>", vec![mb(None, "only@x.cn")]),
             ("Name <a@x.cn> (work)", vec![mb(Some("Name"), "a@x.cn")]),
             ("Broken <a@x.cn", vec![mb(Some("Broken"), "a@x.cn")]),
             ("odd <a,b@x.cn>", vec![mb(Some("odd"), "a,b@x.cn")]),
-            ("&nbsp;Wang&nbsp; <w@x.cn>", vec![mb(Some("&nbsp;Wang&nbsp;"), "w@x.cn")]),
-            ("a@x.cn;b@y.cn;", vec![mb(None, "a@x.cn"), mb(None, "b@y.cn")]),
-            ("Li&#160;Lei <l@x.cn>;a&b@x.cn;c@y.cn", vec![mb(Some("Li&#160;Lei"), "l@x.cn"), mb(None, "a&b@x.cn"), mb(None, "c@y.cn")]),
-            ("Evil\r\nBcc: x@y.cn <e@x.cn>", vec![mb(None, "Evil\r\nBcc: x@y.cn <e@x.cn>")]),
-            ("a@x.cn\r\nRCPT TO:<e@x.cn>, b@y.cn", vec![mb(None, "a@x.cn\r\nRCPT TO:<e@x.cn>"), mb(None, "b@y.cn")]),
+            (
+                "&nbsp;Wang&nbsp; <w@x.cn>",
+                vec![mb(Some("&nbsp;Wang&nbsp;"), "w@x.cn")],
+            ),
+            (
+                "a@x.cn;b@y.cn;",
+                vec![mb(None, "a@x.cn"), mb(None, "b@y.cn")],
+            ),
+            (
+                "Li&#160;Lei <l@x.cn>;a&b@x.cn;c@y.cn",
+                vec![
+                    mb(Some("Li&#160;Lei"), "l@x.cn"),
+                    mb(None, "a&b@x.cn"),
+                    mb(None, "c@y.cn"),
+                ],
+            ),
+            (
+                "Evil\r\nBcc: x@y.cn <e@x.cn>",
+                vec![mb(None, "Evil\r\nBcc: x@y.cn <e@x.cn>")],
+            ),
+            (
+                "a@x.cn\r\nRCPT TO:<e@x.cn>, b@y.cn",
+                vec![mb(None, "a@x.cn\r\nRCPT TO:<e@x.cn>"), mb(None, "b@y.cn")],
+            ),
             ("Nul\0 <n@x.cn>", vec![mb(None, "Nul\0 <n@x.cn>")]),
         ];
         for (input, want) in cases {
@@ -220,7 +272,11 @@ mod tests {
     #[test]
     fn strict_validation_table() {
         // Strict options reject everything that is not a plain, routable addr-spec.
-        let good = ["a@b.org", "zhang.san+lab@mail.example.com", "张三@例子.中国"];
+        let good = [
+            "a@b.org",
+            "zhang.san+lab@mail.example.com",
+            "张三@例子.中国",
+        ];
         for a in good {
             assert_eq!(validate_addr(a), Ok(()), "{a}");
         }

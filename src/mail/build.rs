@@ -29,7 +29,11 @@ impl std::error::Error for BuildError {}
 /// header line early and start another (RFC 5322 §2.2: header fields are single CRLF lines).
 fn sanitize(s: &str) -> Cow<'_, str> {
     if s.chars().any(|c| c.is_control()) {
-        Cow::Owned(s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
     } else {
         Cow::Borrowed(s)
     }
@@ -157,7 +161,11 @@ pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<u64> {
         return None;
     }
     if record.recipients().next().is_none() {
-        reject(record, "no recipients (To, Cc and Bcc are empty)".into(), RejectionKind::NoRecipients);
+        reject(
+            record,
+            "no recipients (To, Cc and Bcc are empty)".into(),
+            RejectionKind::NoRecipients,
+        );
         return None;
     }
     match render(record) {

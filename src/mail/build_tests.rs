@@ -43,7 +43,10 @@ fn record() -> MailRecord {
 
 fn headers_of(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    text.split("\r\n\r\n").next().unwrap_or_default().to_string()
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -88,7 +91,10 @@ fn hostile_values_cannot_inject_headers() {
     let bytes = render(&r).unwrap();
     let text = String::from_utf8_lossy(&bytes);
     for line in text.split("\r\n") {
-        assert!(!line.starts_with("X-Evil"), "injected header: {line:?}\n{text}");
+        assert!(
+            !line.starts_with("X-Evil"),
+            "injected header: {line:?}\n{text}"
+        );
         assert!(!line.to_ascii_lowercase().starts_with("bcc:"), "{line:?}");
         assert!(!line.contains('\n') && !line.contains('\r') && !line.contains('\0'));
     }
@@ -148,7 +154,10 @@ fn check_reasons_table() {
         (
             "too large",
             |r| r.attachments[0].data = vec![b'x'; 4096],
-            Some(RejectionKind::TooLarge { size: 0, limit: 2048 }),
+            Some(RejectionKind::TooLarge {
+                size: 0,
+                limit: 2048,
+            }),
         ),
     ];
     for (what, edit, want) in cases {
@@ -158,15 +167,28 @@ fn check_reasons_table() {
         check(&mut r, 2048);
         let got = r.rejected.clone().map(|j| j.kind);
         match (&got, &want) {
-            (Some(RejectionKind::TooLarge { size, limit }), Some(RejectionKind::TooLarge { .. })) => {
+            (
+                Some(RejectionKind::TooLarge { size, limit }),
+                Some(RejectionKind::TooLarge { .. }),
+            ) => {
                 assert!(*size > 2048 && *limit == 2048, "{what}: {got:?}");
                 let reason = &r.rejected.as_ref().unwrap().reason;
-                assert!(reason.contains(&size.to_string()) && reason.contains("2048"), "{reason}");
+                assert!(
+                    reason.contains(&size.to_string()) && reason.contains("2048"),
+                    "{reason}"
+                );
             }
             _ => assert_eq!(got, want, "{what}"),
         }
         if let Some(RejectionKind::InvalidAddress { addr }) = &want {
-            assert!(r.rejected.as_ref().unwrap().reason.contains(&format!("{addr:?}")), "{what}");
+            assert!(
+                r.rejected
+                    .as_ref()
+                    .unwrap()
+                    .reason
+                    .contains(&format!("{addr:?}")),
+                "{what}"
+            );
         }
         r.rejected = None;
         assert_eq!(r, before, "{what}: record changed");

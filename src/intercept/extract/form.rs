@@ -24,7 +24,10 @@ pub fn raw_pairs(input: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn unescape(s: &[u8]) -> Vec<u8> {
-    let plus: Vec<u8> = s.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    let plus: Vec<u8> = s
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
     percent_encoding::percent_decode(&plus).collect()
 }
 
@@ -33,7 +36,10 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 pub fn decode(body: &[u8], declared: Option<&'static Encoding>) -> Decoded {
     let pairs = raw_pairs(body);
     let enc = declared.unwrap_or_else(|| {
-        if pairs.iter().all(|(k, v)| guess(k) == encoding_rs::UTF_8 && guess(v) == encoding_rs::UTF_8) {
+        if pairs
+            .iter()
+            .all(|(k, v)| guess(k) == encoding_rs::UTF_8 && guess(v) == encoding_rs::UTF_8)
+        {
             encoding_rs::UTF_8
         } else {
             encoding_rs::GB18030
@@ -42,7 +48,12 @@ pub fn decode(body: &[u8], declared: Option<&'static Encoding>) -> Decoded {
     Decoded {
         fields: pairs
             .into_iter()
-            .map(|(k, v)| (decode_text(&k, Some(enc)), Value::Text(decode_text(&v, Some(enc)))))
+            .map(|(k, v)| {
+                (
+                    decode_text(&k, Some(enc)),
+                    Value::Text(decode_text(&v, Some(enc))),
+                )
+            })
             .collect(),
         files: Vec::new(),
     }
@@ -97,7 +108,10 @@ mod tests {
     fn query_pairs_keep_raw_keys() {
         // SnappyMail's `?/Json/&q[]=/0/` yields a `/Json/` key with an empty value.
         let q = query_pairs("/Json/&q[]=/0/");
-        assert_eq!(q, vec![("/Json/".into(), "".into()), ("q[]".into(), "/0/".into())]);
+        assert_eq!(
+            q,
+            vec![("/Json/".into(), "".into()), ("q[]".into(), "/0/".into())]
+        );
         assert!(query_pairs("").is_empty());
     }
 }

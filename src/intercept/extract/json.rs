@@ -108,7 +108,8 @@ impl<'de> Deserialize<'de> for TopLevel {
 /// Decodes a JSON object body. `null` members count as absent. A body that is not a JSON
 /// object is an error carrying serde_json's message (line/column).
 pub fn decode(body: &[u8]) -> Result<Decoded, ExtractError> {
-    let top: TopLevel = serde_json::from_slice(body).map_err(|e| ExtractError::Json(e.to_string()))?;
+    let top: TopLevel =
+        serde_json::from_slice(body).map_err(|e| ExtractError::Json(e.to_string()))?;
     Ok(Decoded {
         fields: top.0,
         files: Vec::new(),
@@ -122,19 +123,34 @@ mod tests {
     #[test]
     fn json_shapes() {
         // Scalars become text, arrays lists, objects their keys in document order; null absent.
-        let d = decode(br#"{"s":"x","n":0,"b":false,"z":null,"a":["p",1,{"o":1}],"o":{"zz":1,"aa":{"k":2}}}"#).unwrap();
+        let d = decode(
+            br#"{"s":"x","n":0,"b":false,"z":null,"a":["p",1,{"o":1}],"o":{"zz":1,"aa":{"k":2}}}"#,
+        )
+        .unwrap();
         assert_eq!(d.text("s", false), Some("x"));
         assert_eq!(d.text("n", false), Some("0"));
         assert_eq!(d.text("b", false), Some("false"));
         assert!(d.get("z", false).is_none());
-        assert_eq!(d.get("a", false), Some(&Value::List(vec!["p".into(), "1".into()])));
-        assert_eq!(d.get("o", false), Some(&Value::Keys(vec!["zz".into(), "aa".into()])));
+        assert_eq!(
+            d.get("a", false),
+            Some(&Value::List(vec!["p".into(), "1".into()]))
+        );
+        assert_eq!(
+            d.get("o", false),
+            Some(&Value::Keys(vec!["zz".into(), "aa".into()]))
+        );
     }
 
     #[test]
     fn json_hostile_inputs() {
         // Non-objects and truncated documents are errors with a position.
-        for bad in [&b"[1,2]"[..], b"\"s\"", b"{\"a\":", b"", b"{\"a\":\"\\ud800\"}x"] {
+        for bad in [
+            &b"[1,2]"[..],
+            b"\"s\"",
+            b"{\"a\":",
+            b"",
+            b"{\"a\":\"\\ud800\"}x",
+        ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

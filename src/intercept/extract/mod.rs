@@ -74,7 +74,9 @@ pub struct MailDraft {
     pub vars: BTreeMap<String, String>,
 }
 
-/// What a matched request turned out to be.
+/// What a matched request turned out to be. (Built once per request and moved straight on;
+/// boxing the draft would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extracted {
     Send(MailDraft),
@@ -86,7 +88,11 @@ pub enum Extracted {
 }
 
 /// Decodes `body` with `decoder`.
-pub fn decode(decoder: Decoder, content_type: Option<&str>, body: &[u8]) -> Result<Decoded, ExtractError> {
+pub fn decode(
+    decoder: Decoder,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Decoded, ExtractError> {
     match decoder {
         Decoder::Form => Ok(form::decode(body, charset_of(content_type))),
         Decoder::Multipart => multipart::decode(body, content_type),
@@ -104,7 +110,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A body field as text for conditions: lists give their first item, objects "".
@@ -161,13 +170,19 @@ impl Ctx<'_> {
             }
             return out;
         }
-        let Some(field) = spec.field.as_deref() else { return Vec::new() };
+        let Some(field) = spec.field.as_deref() else {
+            return Vec::new();
+        };
         match self.body.get(field, self.ci) {
             Some(Value::Keys(k)) => k.clone(),
             Some(Value::List(l)) => l.iter().filter(|s| !s.is_empty()).cloned().collect(),
             Some(Value::Text(t)) => {
                 let seps = spec.split.as_deref().unwrap_or(",");
-                t.split(|c| seps.contains(c)).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+                t.split(|c| seps.contains(c))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
             }
             None => Vec::new(),
         }
@@ -185,7 +200,12 @@ pub fn extract(rule: &Rule, head: &HeadView<'_>, body: &[u8]) -> Result<Extracte
     let cfg = &rule.config;
     if rule.upload_head_matches(head, &query) {
         let decoded = multipart::decode(body, head.content_type)?;
-        let ctx = Ctx { query: &query, body: &decoded, cookie: head.cookie, ci: cfg.case_insensitive_keys };
+        let ctx = Ctx {
+            query: &query,
+            body: &decoded,
+            cookie: head.cookie,
+            ci: cfg.case_insensitive_keys,
+        };
         let up = cfg.upload.as_ref();
         let key = up.map(|u| ctx.key(&u.key)).unwrap_or_default();
         let wanted = up.map(|u| u.file_fields.as_slice()).unwrap_or_default();
@@ -193,12 +213,25 @@ pub fn extract(rule: &Rule, head: &HeadView<'_>, body: &[u8]) -> Result<Extracte
             .files
             .into_iter()
             .filter(|f| wanted.is_empty() || wanted.contains(&f.field))
-            .map(|f| Attachment { filename: f.filename, content_type: f.content_type, data: f.data })
+            .map(|f| Attachment {
+                filename: f.filename,
+                content_type: f.content_type,
+                data: f.data,
+            })
             .collect();
-        return Ok(if files.is_empty() { Extracted::NotASend } else { Extracted::Upload(files, key) });
+        return Ok(if files.is_empty() {
+            Extracted::NotASend
+        } else {
+            Extracted::Upload(files, key)
+        });
     }
     let decoded = decode(cfg.decoder, head.content_type, body)?;
-    let ctx = Ctx { query: &query, body: &decoded, cookie: head.cookie, ci: cfg.case_insensitive_keys };
+    let ctx = Ctx {
+        query: &query,
+        body: &decoded,
+        cookie: head.cookie,
+        ci: cfg.case_insensitive_keys,
+    };
     if cfg.skip.iter().any(|c| ctx.holds(c))
         || !cfg.when.iter().all(|c| ctx.holds(c))
         || (!cfg.when_any.is_empty() && !cfg.when_any.iter().any(|c| ctx.holds(c)))
@@ -207,14 +240,18 @@ pub fn extract(rule: &Rule, head: &HeadView<'_>, body: &[u8]) -> Result<Extracte
     }
     let f = &cfg.fields;
     let sender = ctx.text(f.from.as_ref()).and_then(parse_mailbox);
-    let from_name = non_empty(ctx.text(f.from_name.as_ref())).or_else(|| sender.as_ref().and_then(|m| m.name.clone()));
+    let from_name = non_empty(ctx.text(f.from_name.as_ref()))
+        .or_else(|| sender.as_ref().and_then(|m| m.name.clone()));
     let from = sender.filter(|m| m.addr.contains('@'));
     let mut text = non_empty(ctx.text(f.text.as_ref()));
     let mut html = non_empty(ctx.text(f.html.as_ref()));
     if let Some(b) = non_empty(ctx.text(f.body.as_ref())) {
-        let is_html = ctx
-            .text(f.is_html.as_ref())
-            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes"));
+        let is_html = ctx.text(f.is_html.as_ref()).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "on" | "yes"
+            )
+        });
         let slot = if is_html { &mut html } else { &mut text };
         if slot.is_none() {
             *slot = Some(b);
@@ -227,13 +264,25 @@ pub fn extract(rule: &Rule, head: &HeadView<'_>, body: &[u8]) -> Result<Extracte
             Some(names) => names.iter().any(|n| n == p.field),
             None => !p.filename.is_empty(),
         })
-        .map(|p| Attachment { filename: p.filename.clone(), content_type: p.content_type.clone(), data: p.data.clone() })
+        .map(|p| Attachment {
+            filename: p.filename.clone(),
+            content_type: p.content_type.clone(),
+            data: p.data.clone(),
+        })
         .collect();
-    let attachment_ids = f.attachment_ids.as_ref().map(|s| ctx.ids(s, rule.id_name_regex.as_ref())).unwrap_or_default();
+    let attachment_ids = f
+        .attachment_ids
+        .as_ref()
+        .map(|s| ctx.ids(s, rule.id_name_regex.as_ref()))
+        .unwrap_or_default();
     let mut vars = BTreeMap::new();
     if let Some(t) = &cfg.response {
         for (place, name) in t.placeholders() {
-            let v = if place == "query" { ctx.query(&name) } else { ctx.body(&name) };
+            let v = if place == "query" {
+                ctx.query(&name)
+            } else {
+                ctx.body(&name)
+            };
             vars.insert(format!("{place}.{name}"), v.unwrap_or("").to_string());
         }
     }

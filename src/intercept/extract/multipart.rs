@@ -22,8 +22,12 @@ const CHUNK: usize = 256 * 1024;
 /// unused file input — is dropped).
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, ExtractError> {
     let ct = content_type.ok_or(ExtractError::MissingContentType)?;
-    let boundary = multer::parse_boundary(ct).map_err(|e| ExtractError::Multipart(e.to_string()))?;
-    let chunks = stream::iter(body.chunks(CHUNK).map(|c| Ok::<Bytes, std::convert::Infallible>(Bytes::copy_from_slice(c))));
+    let boundary =
+        multer::parse_boundary(ct).map_err(|e| ExtractError::Multipart(e.to_string()))?;
+    let chunks = stream::iter(
+        body.chunks(CHUNK)
+            .map(|c| Ok::<Bytes, std::convert::Infallible>(Bytes::copy_from_slice(c))),
+    );
     let mut mp = multer::Multipart::new(chunks, boundary);
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
     // Bound: every poll consumes input or yields a part; a body of n bytes cannot need more
@@ -35,7 +39,9 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
     loop {
         polls += 1;
         if polls > max_polls {
-            return Err(ExtractError::Multipart("multipart parser did not finish".into()));
+            return Err(ExtractError::Multipart(
+                "multipart parser did not finish".into(),
+            ));
         }
         let field = match mp.poll_next_field(&mut cx) {
             Poll::Ready(Ok(Some(f))) => f,
@@ -51,18 +57,26 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
             .unwrap_or_default();
         let part_ct = field.content_type().map(|m| m.to_string());
         let filename = filename_of(&disposition);
-        let mut data = if filename.is_some() { Vec::with_capacity(body.len()) } else { Vec::new() };
+        let mut data = if filename.is_some() {
+            Vec::with_capacity(body.len())
+        } else {
+            Vec::new()
+        };
         let mut field = pin!(field);
         loop {
             polls += 1;
             if polls > max_polls {
-                return Err(ExtractError::Multipart("multipart parser did not finish".into()));
+                return Err(ExtractError::Multipart(
+                    "multipart parser did not finish".into(),
+                ));
             }
             match field.as_mut().poll_next(&mut cx) {
                 Poll::Ready(Some(Ok(chunk))) => data.extend_from_slice(&chunk),
                 Poll::Ready(Some(Err(e))) => return Err(ExtractError::Multipart(e.to_string())),
                 Poll::Ready(None) => break,
-                Poll::Pending => return Err(ExtractError::Multipart("in-memory body stalled".into())),
+                Poll::Pending => {
+                    return Err(ExtractError::Multipart("in-memory body stalled".into()))
+                }
             }
         }
         data.shrink_to_fit();
@@ -91,11 +105,19 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
     // Undeclared text parts share one charset: UTF-8 when all are valid, else GB18030 (the
     // page charset of e.g. SquirrelMail zh_CN is sent by no header).
     let all_utf8 = texts.iter().all(|(_, b, _)| guess(b) == encoding_rs::UTF_8);
-    let enc = if all_utf8 { encoding_rs::UTF_8 } else { encoding_rs::GB18030 };
+    let enc = if all_utf8 {
+        encoding_rs::UTF_8
+    } else {
+        encoding_rs::GB18030
+    };
     let fields = texts
         .into_iter()
         .map(|(n, b, declared)| {
-            let v = if declared { decode_text(&b, Some(encoding_rs::UTF_8)) } else { decode_text(&b, Some(enc)) };
+            let v = if declared {
+                decode_text(&b, Some(encoding_rs::UTF_8))
+            } else {
+                decode_text(&b, Some(enc))
+            };
             (n, Value::Text(v))
         })
         .collect();
@@ -122,8 +144,12 @@ fn params(header: &[u8]) -> Vec<(String, Vec<u8>)> {
     }
     parts.push(&header[start..]);
     for p in parts.into_iter().skip(1) {
-        let Some(eq) = p.iter().position(|b| *b == b'=') else { continue };
-        let name = String::from_utf8_lossy(&p[..eq]).trim().to_ascii_lowercase();
+        let Some(eq) = p.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&p[..eq])
+            .trim()
+            .to_ascii_lowercase();
         let raw = p[eq + 1..].trim_ascii();
         let value = match raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
             Some(inner) => {
@@ -161,7 +187,9 @@ pub fn filename_of(disposition: &[u8]) -> Option<String> {
             return Some(decode_text(&bytes, declared));
         }
     }
-    ps.iter().find(|(n, _)| n == "filename").map(|(_, v)| decode_text(v, None))
+    ps.iter()
+        .find(|(n, _)| n == "filename")
+        .map(|(_, v)| decode_text(v, None))
 }
 
 #[cfg(test)]
@@ -186,7 +214,12 @@ mod tests {
             (gbk_cd, Some("报告.txt")),
         ];
         for (cd, want) in cases {
-            assert_eq!(filename_of(&cd).as_deref(), want, "{}", String::from_utf8_lossy(&cd));
+            assert_eq!(
+                filename_of(&cd).as_deref(),
+                want,
+                "{}",
+                String::from_utf8_lossy(&cd)
+            );
         }
     }
 
@@ -208,9 +241,15 @@ mod tests {
     #[test]
     fn hostile_multipart_errors() {
         // Missing or boundary-less content types and truncated bodies are errors, not panics.
-        assert!(matches!(decode(b"", None), Err(ExtractError::MissingContentType)));
+        assert!(matches!(
+            decode(b"", None),
+            Err(ExtractError::MissingContentType)
+        ));
         assert!(decode(b"x", Some("multipart/form-data")).is_err());
-        let r = decode(b"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nabc", Some("multipart/form-data; boundary=B"));
+        let r = decode(
+            b"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nabc",
+            Some("multipart/form-data; boundary=B"),
+        );
         assert!(r.is_err(), "{r:?}");
     }
 }

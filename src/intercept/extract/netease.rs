@@ -10,12 +10,21 @@ use super::{form, ExtractError};
 use crate::intercept::fields::{Decoded, Value};
 
 /// Decodes the form body and parses its `var` XML into fields (the form's own fields follow).
-pub fn decode(body: &[u8], declared: Option<&'static encoding_rs::Encoding>) -> Result<Decoded, ExtractError> {
+pub fn decode(
+    body: &[u8],
+    declared: Option<&'static encoding_rs::Encoding>,
+) -> Result<Decoded, ExtractError> {
     let mut outer = form::decode(body, declared);
-    let xml = outer.text("var", false).ok_or(ExtractError::MissingField("var".into()))?.to_string();
+    let xml = outer
+        .text("var", false)
+        .ok_or(ExtractError::MissingField("var".into()))?
+        .to_string();
     let mut fields = parse(&xml)?;
     fields.append(&mut outer.fields);
-    Ok(Decoded { fields, files: Vec::new() })
+    Ok(Decoded {
+        fields,
+        files: Vec::new(),
+    })
 }
 
 enum Frame {
@@ -35,12 +44,21 @@ pub fn parse(xml: &str) -> Result<Vec<(String, Value)>, ExtractError> {
     while let Some(rel) = xml[pos..].find('<') {
         let start = pos + rel;
         if xml[start..].starts_with("<?") || xml[start..].starts_with("<!--") {
-            let end_pat = if xml[start..].starts_with("<?") { "?>" } else { "-->" };
-            let end = xml[start..].find(end_pat).ok_or_else(|| bad("unterminated declaration"))?;
+            let end_pat = if xml[start..].starts_with("<?") {
+                "?>"
+            } else {
+                "-->"
+            };
+            let end = xml[start..]
+                .find(end_pat)
+                .ok_or_else(|| bad("unterminated declaration"))?;
             pos = start + end + end_pat.len();
             continue;
         }
-        let end = xml[start..].find('>').ok_or_else(|| bad("unterminated tag"))? + start;
+        let end = xml[start..]
+            .find('>')
+            .ok_or_else(|| bad("unterminated tag"))?
+            + start;
         let tag = &xml[start + 1..end];
         pos = end + 1;
         if let Some(name) = tag.strip_prefix('/') {
@@ -80,7 +98,9 @@ pub fn parse(xml: &str) -> Result<Vec<(String, Value)>, ExtractError> {
                     String::new()
                 } else {
                     let close = format!("</{kind}>");
-                    let rel = xml[pos..].find(&close).ok_or_else(|| bad("unterminated element"))?;
+                    let rel = xml[pos..]
+                        .find(&close)
+                        .ok_or_else(|| bad("unterminated element"))?;
                     let raw = &xml[pos..pos + rel];
                     pos += rel + close.len();
                     unescape(raw)
@@ -186,8 +206,17 @@ mod tests {
         let xml = r#"<?xml version="1.0"?><object><string name="id">c:1</string><object name="attrs"><string name="account">"李雷"&lt;l@163.com&gt;</string><array name="to"><string>"张三"&lt;z@x.com&gt;</string><string>b@y.org</string></array><array name="cc"/><string name="subject">a &amp; b</string><boolean name="isHtml">true</boolean><string name="content"><![CDATA[<p>hi</p>]]></string><array name="attachments"><object><string name="id">1</string></object></array></object><string name="action">deliver</string></object>"#;
         let f = parse(xml).unwrap();
         let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        assert_eq!(get("account"), Some(Value::Text("\"李雷\"<l@163.com>".into())));
-        assert_eq!(get("to"), Some(Value::List(vec!["\"张三\"<z@x.com>".into(), "b@y.org".into()])));
+        assert_eq!(
+            get("account"),
+            Some(Value::Text("\"李雷\"<l@163.com>".into()))
+        );
+        assert_eq!(
+            get("to"),
+            Some(Value::List(vec![
+                "\"张三\"<z@x.com>".into(),
+                "b@y.org".into()
+            ]))
+        );
         assert_eq!(get("cc"), Some(Value::List(vec![])));
         assert_eq!(get("subject"), Some(Value::Text("a & b".into())));
         assert_eq!(get("isHtml"), Some(Value::Text("true".into())));
@@ -201,10 +230,15 @@ mod tests {
         assert!(parse("<object><string name=\"a\">x").is_err());
         assert!(parse("<object><string name=\"a\"").is_err());
         assert!(parse("<!-- x").is_err());
-        assert_eq!(unescape("&bogus; &#x4E2D;&#25991; & &;"), "&bogus; 中文 & &;");
+        assert_eq!(
+            unescape("&bogus; &#x4E2D;&#25991; & &;"),
+            "&bogus; 中文 & &;"
+        );
         assert_eq!(unescape("&中文字符;x"), "&中文字符;x");
         assert_eq!(unescape("a &amp 第3周; b"), "a &amp 第3周; b");
         assert!(parse("").unwrap().is_empty());
-        assert!(parse("</array></object><string>x</string>").unwrap().is_empty());
+        assert!(parse("</array></object><string>x</string>")
+            .unwrap()
+            .is_empty());
     }
 }
