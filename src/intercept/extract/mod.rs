@@ -225,7 +225,9 @@ pub fn extract(rule: &Rule, head: &HeadView<'_>, body: &[u8]) -> Result<Extracte
             Extracted::Upload(files, key)
         });
     }
-    let decoded = decode(cfg.decoder, head.content_type, body)?;
+    let mut decoded = decode(cfg.decoder, head.content_type, body)?;
+    // Move the file parts out (no copy of attachment bytes); `ctx` only needs the fields.
+    let file_parts = std::mem::take(&mut decoded.files);
     let ctx = Ctx {
         query: &query,
         body: &decoded,
@@ -257,17 +259,16 @@ pub fn extract(rule: &Rule, head: &HeadView<'_>, body: &[u8]) -> Result<Extracte
             *slot = Some(b);
         }
     }
-    let attachments = decoded
-        .files
-        .iter()
+    let attachments = file_parts
+        .into_iter()
         .filter(|p| match &f.attachment_files {
             Some(names) => names.iter().any(|n| n == p.field),
             None => !p.filename.is_empty(),
         })
         .map(|p| Attachment {
-            filename: p.filename.clone(),
-            content_type: p.content_type.clone(),
-            data: p.data.clone(),
+            filename: p.filename,
+            content_type: p.content_type,
+            data: p.data,
         })
         .collect();
     let attachment_ids = f

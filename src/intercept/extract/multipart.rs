@@ -10,12 +10,34 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{stream, Stream};
+use futures_util::Stream;
 
 use super::ExtractError;
 use crate::intercept::fields::{charset_of, decode_text, guess, Decoded, FilePart, Value};
 
 const CHUNK: usize = 256 * 1024;
+
+/// Feeds the body one chunk at a time, answering `Pending` (after waking itself) between
+/// chunks. multer's buffer reads a stream until it is pending, so an always-ready stream would
+/// copy the whole body into that buffer at once; this keeps its buffer near one chunk.
+struct Throttled<'a> {
+    chunks: std::slice::Chunks<'a, u8>,
+    ready: bool,
+}
+
+impl Stream for Throttled<'_> {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if !self.ready {
+            self.ready = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.ready = false;
+        Poll::Ready(self.chunks.next().map(|c| Ok(Bytes::copy_from_slice(c))))
+    }
+}
 
 /// Decodes `body` with the boundary from `content_type`. Text parts become fields; parts with
 /// a `filename` parameter become files (a part with an empty filename and no bytes — an
@@ -24,15 +46,12 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
     let ct = content_type.ok_or(ExtractError::MissingContentType)?;
     let boundary =
         multer::parse_boundary(ct).map_err(|e| ExtractError::Multipart(e.to_string()))?;
-    let chunks = stream::iter(
-        body.chunks(CHUNK)
-            .map(|c| Ok::<Bytes, std::convert::Infallible>(Bytes::copy_from_slice(c))),
-    );
+    let chunks = Throttled { chunks: body.chunks(CHUNK), ready: false };
     let mut mp = multer::Multipart::new(chunks, boundary);
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-    // Bound: every poll consumes input or yields a part; a body of n bytes cannot need more
-    // than n/CHUNK + parts polls, and parts are bounded by the body size.
-    let max_polls = body.len() / 16 + 64;
+    // Bound: every other poll feeds a chunk and every part needs bytes, so a body of n bytes
+    // cannot need more than a small multiple of n/CHUNK + parts polls; n/8 is far above that.
+    let max_polls = body.len() / 8 + 1024;
     let mut polls = 0usize;
     let mut texts: Vec<(String, Vec<u8>, bool)> = Vec::new();
     let mut files = Vec::new();
@@ -47,7 +66,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
             Poll::Ready(Ok(Some(f))) => f,
             Poll::Ready(Ok(None)) => break,
             Poll::Ready(Err(e)) => return Err(ExtractError::Multipart(e.to_string())),
-            Poll::Pending => return Err(ExtractError::Multipart("in-memory body stalled".into())),
+            Poll::Pending => continue,
         };
         let name = field.name().unwrap_or_default().to_string();
         let disposition = field
