@@ -11,8 +11,16 @@ const MIB: usize = 1024 * 1024;
 fn compose_body(size: usize) -> (String, Vec<u8>, usize) {
     let boundary = "----WebKitFormBoundaryBenchBenchBench1";
     let mut body = Vec::with_capacity(size + 4096);
-    for (k, v) in [("send_to", "bob@example.org"), ("subject", "bench"), ("body", "hello\r\nworld"), ("send", "Send")] {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+    for (k, v) in [
+        ("send_to", "bob@example.org"),
+        ("subject", "bench"),
+        ("body", "hello\r\nworld"),
+        ("send", "Send"),
+    ] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
     }
     body.extend_from_slice(
         format!("--{boundary}\r\nContent-Disposition: form-data; name=\"attachfile\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
@@ -28,12 +36,21 @@ fn compose_body(size: usize) -> (String, Vec<u8>, usize) {
         (x >> 24) as u8
     }));
     body.extend_from_slice(tail.as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body, fill)
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body,
+        fill,
+    )
 }
 
 fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -42,7 +59,14 @@ fn extract_25mib_multipart() {
     // Guards the budget: ≥ 300 MB/s (release) and peak RSS ≤ 3× the body.
     let set = RuleSet::builtin().unwrap();
     let (ct, body, fill) = compose_body(25 * MIB);
-    let head = HeadView { method: "POST", host: "webmail.example.test", path: "/squirrelmail/src/compose.php", query: None, content_type: Some(&ct), cookie: None };
+    let head = HeadView {
+        method: "POST",
+        host: "webmail.example.test",
+        path: "/squirrelmail/src/compose.php",
+        query: None,
+        content_type: Some(&ct),
+        cookie: None,
+    };
     // Reset the peak-RSS mark (Linux: writing 5 to clear_refs resets VmHWM).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let base_rss = status_kib("VmRSS:").unwrap_or(0);

@@ -28,7 +28,10 @@ struct Throttled<'a> {
 impl Stream for Throttled<'_> {
     type Item = Result<Bytes, std::convert::Infallible>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
         if !self.ready {
             self.ready = true;
             cx.waker().wake_by_ref();
@@ -46,7 +49,10 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
     let ct = content_type.ok_or(ExtractError::MissingContentType)?;
     let boundary =
         multer::parse_boundary(ct).map_err(|e| ExtractError::Multipart(e.to_string()))?;
-    let chunks = Throttled { chunks: body.chunks(CHUNK), ready: false };
+    let chunks = Throttled {
+        chunks: body.chunks(CHUNK),
+        ready: false,
+    };
     let mut mp = multer::Multipart::new(chunks, boundary);
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
     // Bound: every other poll feeds a chunk and every part needs bytes, so a body of n bytes
