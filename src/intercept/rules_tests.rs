@@ -245,3 +245,92 @@ fn upload_head_goes_first() {
     );
     assert!(set.match_head(&h).is_none());
 }
+
+#[test]
+fn upload_ids_from_responses() {
+    // Ids come from a regex (every match, in order) or a JSON pointer; junk yields none.
+    let set = RuleSet::builtin().unwrap();
+    let rc = set.get("roundcube").unwrap();
+    let body = br#"{"exec":"this.add2attachment_list(\"rcmfile111\",{});this.add2attachment_list(\"rcmfile222\",{});"}"#;
+    assert_eq!(rc.upload_ids_from_response(body), ["111", "222"]);
+    assert!(rc.upload_ids_from_response(b"<html>error</html>").is_empty());
+    let sm = set.get("snappymail").unwrap();
+    assert_eq!(sm.upload_ids_from_response(br#"{"Result":{"Attachment":{"TempName":"t1.txt"}}}"#), ["t1.txt"]);
+    let mut c = parse(MINI);
+    c.upload = Some(UploadConfig {
+        group: None,
+        path: None,
+        query: vec![],
+        file_fields: vec![],
+        response_id_regex: None,
+        response_id_pointer: Some("/files/0/id".into()),
+        key: vec![],
+        send_key: vec![],
+    });
+    let r = Rule::compile(c).unwrap();
+    assert_eq!(r.upload_ids_from_response(br#"{"files":[{"id":"abc"}]}"#), ["abc"]);
+    assert!(r.upload_ids_from_response(b"not json").is_empty());
+    assert!(set.get("qqmail").unwrap().upload_ids_from_response(b"x").is_empty());
+}
+
+#[test]
+fn made_up_webmail_from_config() {
+    // A rule added in the config works without recompiling: JSON decoder, ids, template.
+    let cfg: RuleConfig = parse(
+        r#"
+name = "acme"
+hosts = ["mail.acme.test"]
+path = '^/api/messages$'
+decoder = "json"
+case_insensitive_keys = true
+when = [{ field = "op", equals = "send" }]
+skip = [{ field = "draft", equals = "true" }]
+sender = "desk@acme.test"
+action = "tee"
+[fields]
+to = "rcpt"
+cc = "copy"
+subject = "title"
+body = "content"
+is_html = "rich"
+[response]
+content_type = "application/json"
+body = '{"ok":true,"ref":"{body.ref}"}'
+"#,
+    );
+    let set = RuleSet::with_config(false, vec![cfg]).unwrap();
+    let h = head("mail.acme.test", "/api/messages", None, Some("application/json"));
+    let m = set.match_head(&h).unwrap();
+    let body = br#"{"OP":"send","Rcpt":["A <a@x.org>","b@y.org"],"copy":"c@z.org","Title":"t","Content":"<b>x</b>","Rich":true,"ref":"r\"1"}"#;
+    let (rule, x) = set.extract(&m, &h, body).unwrap();
+    let rule = rule.unwrap();
+    assert_eq!(rule.config.action, Action::Tee);
+    let Extracted::Send(d) = x else { panic!("not a send") };
+    let to: Vec<_> = d.to.iter().map(|m| m.addr.as_str()).collect();
+    assert_eq!(to, ["a@x.org", "b@y.org"]);
+    assert_eq!(d.cc[0].addr, "c@z.org");
+    assert_eq!(d.html.as_deref(), Some("<b>x</b>"));
+    assert_eq!(d.text, None);
+    assert_eq!(rule.relay_response(&d).unwrap().body, br#"{"ok":true,"ref":"r\u00221"}"#);
+    let draft = br#"{"op":"send","draft":"true","rcpt":"a@x.org"}"#;
+    assert_eq!(set.extract(&m, &h, draft).unwrap().1, Extracted::NotASend);
+}
+
+#[test]
+fn head_helpers() {
+    // Hosts are normalised (case, port, IPv6 brackets, trailing dot); cookies found by name.
+    use crate::intercept::ruleset::{cookie_value, normalize_host};
+    for (raw, want) in [
+        ("Mail.QQ.com", "mail.qq.com"),
+        ("mail.qq.com:443", "mail.qq.com"),
+        ("[::1]:8080", "::1"),
+        ("example.test.", "example.test"),
+        ("", ""),
+    ] {
+        assert_eq!(normalize_host(raw), want, "{raw}");
+    }
+    let c = "a=1; roundcube_sessid=xyz ;b=2";
+    assert_eq!(cookie_value(c, "roundcube_sessid"), Some("xyz"));
+    assert_eq!(cookie_value(c, "sessid"), None);
+    assert_eq!(cookie_value("", "a"), None);
+}
