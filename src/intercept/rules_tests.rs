@@ -253,9 +253,14 @@ fn upload_ids_from_responses() {
     let rc = set.get("roundcube").unwrap();
     let body = br#"{"exec":"this.add2attachment_list(\"rcmfile111\",{});this.add2attachment_list(\"rcmfile222\",{});"}"#;
     assert_eq!(rc.upload_ids_from_response(body), ["111", "222"]);
-    assert!(rc.upload_ids_from_response(b"<html>error</html>").is_empty());
+    assert!(rc
+        .upload_ids_from_response(b"<html>error</html>")
+        .is_empty());
     let sm = set.get("snappymail").unwrap();
-    assert_eq!(sm.upload_ids_from_response(br#"{"Result":{"Attachment":{"TempName":"t1.txt"}}}"#), ["t1.txt"]);
+    assert_eq!(
+        sm.upload_ids_from_response(br#"{"Result":{"Attachment":{"TempName":"t1.txt"}}}"#),
+        ["t1.txt"]
+    );
     let mut c = parse(MINI);
     c.upload = Some(UploadConfig {
         group: None,
@@ -268,9 +273,16 @@ fn upload_ids_from_responses() {
         send_key: vec![],
     });
     let r = Rule::compile(c).unwrap();
-    assert_eq!(r.upload_ids_from_response(br#"{"files":[{"id":"abc"}]}"#), ["abc"]);
+    assert_eq!(
+        r.upload_ids_from_response(br#"{"files":[{"id":"abc"}]}"#),
+        ["abc"]
+    );
     assert!(r.upload_ids_from_response(b"not json").is_empty());
-    assert!(set.get("qqmail").unwrap().upload_ids_from_response(b"x").is_empty());
+    assert!(set
+        .get("qqmail")
+        .unwrap()
+        .upload_ids_from_response(b"x")
+        .is_empty());
 }
 
 #[test]
@@ -299,19 +311,29 @@ body = '{"ok":true,"ref":"{body.ref}"}'
 "#,
     );
     let set = RuleSet::with_config(false, vec![cfg]).unwrap();
-    let h = head("mail.acme.test", "/api/messages", None, Some("application/json"));
+    let h = head(
+        "mail.acme.test",
+        "/api/messages",
+        None,
+        Some("application/json"),
+    );
     let m = set.match_head(&h).unwrap();
     let body = br#"{"OP":"send","Rcpt":["A <a@x.org>","b@y.org"],"copy":"c@z.org","Title":"t","Content":"<b>x</b>","Rich":true,"ref":"r\"1"}"#;
     let (rule, x) = set.extract(&m, &h, body).unwrap();
     let rule = rule.unwrap();
     assert_eq!(rule.config.action, Action::Tee);
-    let Extracted::Send(d) = x else { panic!("not a send") };
+    let Extracted::Send(d) = x else {
+        panic!("not a send")
+    };
     let to: Vec<_> = d.to.iter().map(|m| m.addr.as_str()).collect();
     assert_eq!(to, ["a@x.org", "b@y.org"]);
     assert_eq!(d.cc[0].addr, "c@z.org");
     assert_eq!(d.html.as_deref(), Some("<b>x</b>"));
     assert_eq!(d.text, None);
-    assert_eq!(rule.relay_response(&d).unwrap().body, br#"{"ok":true,"ref":"r\u00221"}"#);
+    assert_eq!(
+        rule.relay_response(&d).unwrap().body,
+        br#"{"ok":true,"ref":"r\u00221"}"#
+    );
     let draft = br#"{"op":"send","draft":"true","rcpt":"a@x.org"}"#;
     assert_eq!(set.extract(&m, &h, draft).unwrap().1, Extracted::NotASend);
 }

@@ -60,12 +60,15 @@ impl OwnedHead {
             path: uri.path().to_string(),
             query: uri.query().map(String::from),
             content_type: text(http::header::CONTENT_TYPE),
-            cookie: headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .reduce(|a, _| a)
-                .map(String::from),
+            cookie: {
+                // Several Cookie lines are one list (RFC 6265 §5.4 sends one; join any extras).
+                let all: Vec<&str> = headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!all.is_empty()).then(|| all.join("; "))
+            },
         }
     }
 
