@@ -98,3 +98,20 @@ impl Rule {
         self.config.response.as_ref().map(|t| t.render(&draft.vars))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intercept_config_defaults_and_unknown_keys() {
+        // An empty section gives the documented defaults; unknown keys are errors naming them.
+        let c: InterceptConfig = toml::from_str("").unwrap();
+        assert_eq!(c, InterceptConfig::default());
+        assert!(c.builtin_rules && c.upload_ttl_secs == 3600);
+        let c: InterceptConfig = toml::from_str("builtin_rules = false\nupload_ttl_secs = 5").unwrap();
+        assert!(!c.builtin_rules && c.upload_ttl_secs == 5);
+        let e = toml::from_str::<InterceptConfig>("upload_ttl = 5").unwrap_err();
+        assert!(e.to_string().contains("upload_ttl"), "{e}");
+    }
+}
