@@ -109,7 +109,8 @@ mod tests {
         let c: InterceptConfig = toml::from_str("").unwrap();
         assert_eq!(c, InterceptConfig::default());
         assert!(c.builtin_rules && c.upload_ttl_secs == 3600);
-        let c: InterceptConfig = toml::from_str("builtin_rules = false\nupload_ttl_secs = 5").unwrap();
+        let c: InterceptConfig =
+            toml::from_str("builtin_rules = false\nupload_ttl_secs = 5").unwrap();
         assert!(!c.builtin_rules && c.upload_ttl_secs == 5);
         let e = toml::from_str::<InterceptConfig>("upload_ttl = 5").unwrap_err();
         assert!(e.to_string().contains("upload_ttl"), "{e}");
