@@ -9,7 +9,12 @@
 //! - [`app`]: wiring and shutdown; starts everything (also from tests, on port 0).
 //! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
 //!   CONNECT tunnels, the proxy's own pages (home, PAC), and the [`proxy::Interceptor`] seam.
+//! - [`intercept`]: interception rules (built-in TOML + `[[rule]]`), body decoders and
+//!   extractors, upload correlation, sender resolution.
+//! - [`mail`]: the `MailRecord`, address parsing/validation, MIME rendering and checks.
 
 pub mod app;
 pub mod config;
+pub mod intercept;
+pub mod mail;
 pub mod proxy;

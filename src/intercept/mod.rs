@@ -1,0 +1,118 @@
+//! Webmail interception core: rules, extractors, upload correlation and sender resolution.
+//!
+//! Owns everything between "the proxy has a request head (and maybe its body)" and "here is a
+//! `MailRecord`": head matching (`RuleSet::match_head`, cheap, body-free), body extraction
+//! (`extract`), upload capture (`UploadStore`), sender resolution and record assembly. It is
+//! socket-free and sync; it does not buffer bodies, answer browsers, queue or deliver.
+
+pub mod extract;
+pub mod fields;
+pub mod rules;
+pub mod ruleset;
+pub mod sender;
+pub mod template;
+pub mod uploads;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use extract::{extract, ExtractError, Extracted, MailDraft, UploadedFile};
+pub use rules::{Action, Decoder, Rule, RuleConfig, RuleError};
+pub use ruleset::{HeadView, MatchKind, OwnedHead, RuleMatch, RuleSet};
+pub use sender::{resolve_sender, ResolvedSender};
+pub use template::{RelayResponse, ResponseTemplate};
+pub use uploads::{Taken, Ticket, UploadError, UploadStore};
+
+use crate::mail::record::{new_id, Attachment, MailRecord, Origin, Source};
+
+/// `[intercept]` configuration section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    /// Load the built-in rules (config `[[rule]]`s still override them by name).
+    pub builtin_rules: bool,
+    /// Captured uploads older than this are dropped.
+    pub upload_ttl_secs: u64,
+    /// Bound on the bytes all captured uploads may hold together (oldest evicted first).
+    pub max_upload_bytes: u64,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        InterceptConfig {
+            builtin_rules: true,
+            upload_ttl_secs: 3600,
+            max_upload_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl InterceptConfig {
+    /// An empty `UploadStore` with this section's TTL and byte bound.
+    pub fn upload_store(&self) -> UploadStore {
+        UploadStore::new(
+            std::time::Duration::from_secs(self.upload_ttl_secs),
+            self.max_upload_bytes,
+        )
+    }
+}
+
+impl MailDraft {
+    /// Builds the record: attachments carried by the send first, then `uploaded` (in the
+    /// send's order); sender as resolved; a fresh id. Not yet checked (`mail::check`).
+    pub fn into_record(
+        self,
+        uploaded: Vec<Attachment>,
+        sender: ResolvedSender,
+        source: Source,
+        received: DateTime<Utc>,
+        http_head: String,
+    ) -> MailRecord {
+        let mut attachments = self.attachments;
+        attachments.extend(uploaded);
+        MailRecord {
+            id: new_id(received),
+            origin: Origin::Webmail,
+            sender: sender.addr,
+            sender_source: sender.source,
+            from_name: self.from_name,
+            to: self.to,
+            cc: self.cc,
+            bcc: self.bcc,
+            reply_to: self.reply_to,
+            subject: self.subject,
+            text: self.text,
+            html: self.html,
+            attachments,
+            source,
+            received,
+            http_head,
+            rejected: None,
+        }
+    }
+}
+
+impl Rule {
+    /// The relay response for a draft of this rule, `None` when the rule has no template.
+    pub fn relay_response(&self, draft: &MailDraft) -> Option<RelayResponse> {
+        self.config.response.as_ref().map(|t| t.render(&draft.vars))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intercept_config_defaults_and_unknown_keys() {
+        // An empty section gives the documented defaults; unknown keys are errors naming them.
+        let c: InterceptConfig = toml::from_str("").unwrap();
+        assert_eq!(c, InterceptConfig::default());
+        assert!(c.builtin_rules && c.upload_ttl_secs == 3600);
+        let c: InterceptConfig =
+            toml::from_str("builtin_rules = false\nupload_ttl_secs = 5").unwrap();
+        assert!(!c.builtin_rules && c.upload_ttl_secs == 5);
+        let e = toml::from_str::<InterceptConfig>("upload_ttl = 5").unwrap_err();
+        assert!(e.to_string().contains("upload_ttl"), "{e}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Renders a `MailRecord` to RFC 5322/MIME bytes and runs the pre-queue checks.
+//!
+//! Owns: header sanitising (no CR/LF/NUL can reach a header), the MIME shape (mail-builder makes
+//! multipart/alternative for text+html and multipart/mixed with attachments; Bcc is envelope
+//! only) and `check`, which marks a record rejected with a precise reason without dropping
+//! anything. Does not dot-stuff (the SMTP DATA writer does) and does no I/O.
+
+use std::borrow::Cow;
+
+use mail_builder::headers::address::Address;
+use mail_builder::MessageBuilder;
+
+use super::address::validate_addr;
+use super::record::{MailRecord, Mailbox, Rejection, RejectionKind, SenderSource};
+
+/// Rendering failed inside mail-builder (it writes to memory, so this is not expected).
+#[derive(Debug)]
+pub struct BuildError(pub std::io::Error);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rendering the message failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Replaces every control character (CR, LF, NUL, …) with a space so a value can never end a
+/// header line early and start another (RFC 5322 §2.2: header fields are single CRLF lines).
+fn sanitize(s: &str) -> Cow<'_, str> {
+    if s.chars().any(|c| c.is_control()) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn address(m: &Mailbox) -> Address<'_> {
+    Address::new_address(m.name.as_deref().map(sanitize), sanitize(&m.addr))
+}
+
+fn address_list(list: &[Mailbox]) -> Address<'_> {
+    Address::new_list(list.iter().map(address).collect())
+}
+
+/// Renders the message: From (display name + envelope sender), To, Cc, Reply-To, Subject
+/// (RFC 2047 when non-ASCII), Date (the received time), Message-ID (`<record id@sender
+/// domain>`), text/html bodies and attachments. Bcc is never written.
+pub fn render(record: &MailRecord) -> Result<Vec<u8>, BuildError> {
+    let domain = record
+        .sender
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty() && !d.chars().any(|c| c.is_control() || c == '>'))
+        .unwrap_or("mailtap.invalid");
+    let from = Mailbox {
+        name: record.from_name.clone(),
+        addr: record.sender.clone(),
+    };
+    let mut b = MessageBuilder::new()
+        .from(Address::new_address(
+            from.name.as_deref().map(|n| sanitize(n).into_owned()),
+            sanitize(&from.addr).into_owned(),
+        ))
+        .subject(sanitize(&record.subject))
+        .date(record.received.timestamp())
+        .message_id(format!("{}@{}", sanitize(&record.id), domain));
+    if !record.to.is_empty() {
+        b = b.to(address_list(&record.to));
+    }
+    if !record.cc.is_empty() {
+        b = b.cc(address_list(&record.cc));
+    }
+    if let Some(rt) = record.reply_to.as_deref().filter(|l| !l.is_empty()) {
+        b = b.reply_to(address_list(rt));
+    }
+    match (&record.text, &record.html) {
+        (None, None) => b = b.text_body(""),
+        (t, h) => {
+            if let Some(t) = t {
+                b = b.text_body(t.as_str());
+            }
+            if let Some(h) = h {
+                b = b.html_body(h.as_str());
+            }
+        }
+    }
+    for a in &record.attachments {
+        b = b.attachment(
+            sanitize(&a.content_type).into_owned(),
+            sanitize(&a.filename).into_owned(),
+            a.data.as_slice(),
+        );
+    }
+    b.write_to_vec().map_err(BuildError)
+}
+
+fn reject(record: &mut MailRecord, reason: String, kind: RejectionKind) {
+    tracing::info!(id = %record.id, %reason, "mail rejected");
+    record.rejected = Some(Rejection { reason, kind });
+}
+
+/// Checks a record before it is queued and sets `rejected` (first failure wins, in this order):
+/// no sender; an invalid sender; an invalid recipient or Reply-To address (the address and its
+/// field are named); no recipients at all; rendered size over `max_message_bytes` (both sizes
+/// given). Returns the rendered size when rendering happened. Nothing is removed from the
+/// record. A record already rejected is left as it is.
+pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<u64> {
+    if record.rejected.is_some() {
+        return None;
+    }
+    if record.sender_source == SenderSource::Unknown || record.sender.is_empty() {
+        reject(
+            record,
+            "no envelope sender: the request carried no address and none is configured".into(),
+            RejectionKind::NoSender,
+        );
+        return None;
+    }
+    if let Err(e) = validate_addr(&record.sender) {
+        let addr = record.sender.clone();
+        reject(
+            record,
+            format!("invalid sender {addr:?}: {e}"),
+            RejectionKind::InvalidAddress { addr },
+        );
+        return None;
+    }
+    let lists: [(&str, &[Mailbox]); 4] = [
+        ("To", &record.to),
+        ("Cc", &record.cc),
+        ("Bcc", &record.bcc),
+        ("Reply-To", record.reply_to.as_deref().unwrap_or(&[])),
+    ];
+    let mut bad = None;
+    'outer: for (field, list) in lists {
+        for m in list {
+            if let Err(e) = validate_addr(&m.addr) {
+                bad = Some((field, m.addr.clone(), e));
+                break 'outer;
+            }
+            if m.name.as_deref().is_some_and(super::address::has_control) {
+                let e = super::address::AddressError::ControlCharacter {
+                    addr: m.addr.clone(),
+                };
+                bad = Some((field, m.addr.clone(), e));
+                break 'outer;
+            }
+        }
+    }
+    if let Some((field, addr, e)) = bad {
+        reject(
+            record,
+            format!("invalid {field} recipient {addr:?}: {e}"),
+            RejectionKind::InvalidAddress { addr },
+        );
+        return None;
+    }
+    if record.recipients().next().is_none() {
+        reject(
+            record,
+            "no recipients (To, Cc and Bcc are empty)".into(),
+            RejectionKind::NoRecipients,
+        );
+        return None;
+    }
+    match render(record) {
+        Ok(bytes) => {
+            let size = bytes.len() as u64;
+            if size > max_message_bytes {
+                reject(
+                    record,
+                    format!("message is {size} bytes, over the limit of {max_message_bytes} bytes"),
+                    RejectionKind::TooLarge {
+                        size,
+                        limit: max_message_bytes,
+                    },
+                );
+            }
+            Some(size)
+        }
+        Err(e) => {
+            reject(record, e.to_string(), RejectionKind::Unrenderable);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

@@ -1,0 +1,241 @@
+//! `MailRecord`: the one owned, serde-serialisable type that crosses from the HTTP half to the
+//! SMTP half.
+//!
+//! Owns the record's shape, its id generation and the redacted rendering of the intercepted HTTP
+//! head. Does not validate or render the mail (see `mail::build`) and holds no hyper/tokio types.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a record came from: an intercepted webmail send, or an error report mailtap wrote.
+/// Reports are never reported on again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    Webmail,
+    Report,
+}
+
+/// Which source gave the envelope sender, so logs can say which one was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SenderSource {
+    /// The intercepted request carried the address.
+    Request,
+    /// A per-rule `sender` or a per-host `[senders]` entry from the configuration.
+    Configured,
+    /// The configured SMTP account (`[smtp].username`).
+    SmtpAccount,
+    /// Nothing supplied an address; `check` rejects such a record with `NoSender`.
+    Unknown,
+}
+
+/// One mailbox: an optional display name (kept verbatim, nothing decoded) and an addr-spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub addr: String,
+}
+
+impl Mailbox {
+    /// A mailbox with no display name.
+    pub fn bare(addr: impl Into<String>) -> Self {
+        Mailbox {
+            name: None,
+            addr: addr.into(),
+        }
+    }
+}
+
+/// One attachment; `data` serialises as a standard base64 string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    #[serde(with = "b64")]
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Where an intercepted mail was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub rule: String,
+    pub webmail_host: String,
+    pub client: SocketAddr,
+    pub proxy: SocketAddr,
+}
+
+/// Why a record must not be delivered (it is kept whole and reported to the sender instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Human-readable, precise: names the address or gives the sizes.
+    pub reason: String,
+    pub kind: RejectionKind,
+}
+
+/// The machine-readable class of a rejection, carrying its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectionKind {
+    /// No envelope sender could be determined.
+    NoSender,
+    /// This address (sender or recipient) failed strict validation.
+    InvalidAddress { addr: String },
+    /// To, Cc and Bcc are all empty.
+    NoRecipients,
+    /// The rendered message is `size` bytes, over the `limit`.
+    TooLarge { size: u64, limit: u64 },
+    /// The message could not be rendered at all.
+    Unrenderable,
+}
+
+/// An intercepted (or generated) mail, complete and owned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailRecord {
+    /// Unique id: UTC time to the microsecond plus 64 random bits, hex.
+    pub id: String,
+    pub origin: Origin,
+    /// Envelope sender addr-spec (empty when `sender_source` is `Unknown`).
+    pub sender: String,
+    pub sender_source: SenderSource,
+    /// Display name for the From header.
+    pub from_name: Option<String>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    /// Envelope only: never written as a header.
+    pub bcc: Vec<Mailbox>,
+    pub reply_to: Option<Vec<Mailbox>>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub source: Source,
+    /// Serialised as RFC 3339 with microseconds.
+    #[serde(with = "rfc3339")]
+    pub received: DateTime<Utc>,
+    /// The intercepted request head as text with secrets redacted (see `redact_head`).
+    pub http_head: String,
+    pub rejected: Option<Rejection>,
+}
+
+impl MailRecord {
+    /// Every envelope recipient: To, then Cc, then Bcc, in request order.
+    pub fn recipients(&self) -> impl Iterator<Item = &Mailbox> {
+        self.to.iter().chain(self.cc.iter()).chain(self.bcc.iter())
+    }
+}
+
+/// A new unique record id: `YYYYmmddHHMMSSffffff-<16 hex>`; unique within the process (a
+/// counter is mixed in) and across processes with overwhelming probability.
+pub fn new_id(now: DateTime<Utc>) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
+    h.write_u32(std::process::id());
+    format!("{}-{:016x}", now.format("%Y%m%d%H%M%S%6f"), h.finish())
+}
+
+/// Header names whose values never reach a log.
+const SECRET_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorization"];
+
+/// Renders a request head as text (`METHOD URI HTTP/1.1` then `Name: value` lines, CRLF-free,
+/// one per line), with Cookie/Authorization/Proxy-Authorization values replaced by
+/// `<redacted>`. Non-UTF-8 header bytes are shown lossily.
+pub fn redact_head(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> String {
+    let mut out = format!("{method} {uri} HTTP/1.1\n");
+    for (name, value) in headers {
+        let shown = if SECRET_HEADERS.contains(&name.as_str()) {
+            "<redacted>".into()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).replace(['\r', '\n'], " ")
+        };
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&shown);
+        out.push('\n');
+    }
+    out
+}
+
+mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_secret_headers_only() {
+        // Cookie/Authorization/Proxy-Authorization never appear in clear in the logged head.
+        let mut h = http::HeaderMap::new();
+        h.insert("cookie", "sid=SECRET1".parse().unwrap());
+        h.insert("authorization", "Basic SECRET2".parse().unwrap());
+        h.insert("proxy-authorization", "Basic SECRET3".parse().unwrap());
+        h.insert("user-agent", "ua/1".parse().unwrap());
+        let uri: http::Uri = "http://h.test/p?q=1".parse().unwrap();
+        let text = redact_head(&http::Method::POST, &uri, &h);
+        assert!(!text.contains("SECRET"), "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 3);
+        assert!(text.starts_with("POST http://h.test/p?q=1 HTTP/1.1\n"));
+        assert!(text.contains("user-agent: ua/1\n"));
+    }
+
+    #[test]
+    fn ids_are_unique_and_record_roundtrips() {
+        // Ids never repeat in a burst; attachment bytes survive a JSON round trip as base64.
+        let now = Utc::now();
+        let ids: std::collections::BTreeSet<_> = (0..1000).map(|_| new_id(now)).collect();
+        assert_eq!(ids.len(), 1000);
+        let att = Attachment {
+            filename: "a.bin".into(),
+            content_type: "application/octet-stream".into(),
+            data: vec![0, 1, 2, 255],
+        };
+        let json = serde_json::to_string(&att).unwrap();
+        assert!(json.contains("\"AAEC/w==\""), "{json}");
+        let back: Attachment = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, att);
+    }
+}
