@@ -87,6 +87,7 @@ impl MailDraft {
             source,
             received,
             http_head,
+            http_response_head: String::new(),
             rejected: None,
         }
     }

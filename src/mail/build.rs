@@ -107,9 +107,10 @@ fn reject(record: &mut MailRecord, reason: String, kind: RejectionKind) {
 /// Checks a record before it is queued and sets `rejected` (first failure wins, in this order):
 /// no sender; an invalid sender; an invalid recipient or Reply-To address (the address and its
 /// field are named); no recipients at all; rendered size over `max_message_bytes` (both sizes
-/// given). Returns the rendered size when rendering happened. Nothing is removed from the
-/// record. A record already rejected is left as it is.
-pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<u64> {
+/// given). Returns the rendered message when rendering happened (also when it was too large),
+/// so callers do not render twice. Nothing is removed from the record. A record already
+/// rejected is left as it is.
+pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<Vec<u8>> {
     if record.rejected.is_some() {
         return None;
     }
@@ -181,7 +182,7 @@ pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<u64> {
                     },
                 );
             }
-            Some(size)
+            Some(bytes)
         }
         Err(e) => {
             reject(record, e.to_string(), RejectionKind::Unrenderable);

@@ -127,6 +127,10 @@ pub struct MailRecord {
     pub received: DateTime<Utc>,
     /// The intercepted request head as text with secrets redacted (see `redact_head`).
     pub http_head: String,
+    /// The response head mailtap sent the browser for this request, when mailtap answered it
+    /// (relay mode); empty otherwise.
+    #[serde(default)]
+    pub http_response_head: String,
     pub rejected: Option<Rejection>,
 }
 

@@ -13,6 +13,7 @@ mod service;
 mod tunnel;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -22,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, Uri};
 
 pub use dial::{DialError, DialErrorKind, Dialer};
+pub use pages::error_response;
 pub use server::{Proxy, ProxyError};
 pub use tunnel::{TunnelEnd, TunnelStats};
 

@@ -93,7 +93,7 @@ pub async fn handle(
             info: &ctx.info,
         };
         if interceptor.wants(&head) {
-            return Ok(match interceptor.intercept(request, ctx.info).await {
+            return Ok(match interceptor.clone().intercept(request, ctx.info).await {
                 Outcome::Respond(response) => response,
                 Outcome::Forward {
                     request,

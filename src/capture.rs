@@ -1,0 +1,266 @@
+//! The webmail interceptor: the [`Interceptor`] that takes matched requests off the proxy's
+//! streaming path, turns a "send" into a durably queued [`MailRecord`], and answers the browser.
+//!
+//! Owns the order of one interception: head match → capped body read (413 over the cap) →
+//! extraction → upload capture/correlation → sender resolution → checks → durable enqueue →
+//! the browser's answer (the rule's relay response, or the webmail's own for `tee`/`observe`).
+//! It does not parse bodies (`intercept`), build MIME (`mail`), or deliver (`relay`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use crate::intercept::{
+    resolve_sender, Action, Extracted, MatchKind, OwnedHead, Rule, RuleSet, Ticket, UploadStore,
+};
+use crate::mail::record::{redact_head, MailRecord, Source};
+use crate::proxy::{full_body, ClientInfo, Interceptor, Outcome, ProxyBody, RequestHead, ResponseHook};
+use crate::queue::Spool;
+
+/// Largest upload response body read to find the upload id in it.
+const MAX_UPLOAD_RESPONSE: usize = 1 << 20;
+
+/// What the interceptor needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    /// `[limits].max_intercept_body_bytes`: larger matched bodies get 413.
+    pub max_body_bytes: usize,
+    /// `[limits].max_message_bytes`: larger rendered mails are stored rejected.
+    pub max_message_bytes: u64,
+    /// `[senders]`: envelope sender per webmail host.
+    pub senders: BTreeMap<String, String>,
+    /// The SMTP account, the last resort for the envelope sender.
+    pub smtp_account: Option<String>,
+}
+
+/// The interceptor. Shared by all connections.
+pub struct Capture {
+    rules: RuleSet,
+    settings: CaptureSettings,
+    uploads: Mutex<UploadStore>,
+    spool: Spool<MailRecord>,
+}
+
+impl Capture {
+    pub fn new(rules: RuleSet, uploads: UploadStore, settings: CaptureSettings, spool: Spool<MailRecord>) -> Capture {
+        Capture {
+            rules,
+            settings,
+            uploads: Mutex::new(uploads),
+            spool,
+        }
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, UploadStore> {
+        // A panic while holding the lock leaves a consistent store (every method is atomic).
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Interceptor for Capture {
+    fn wants(&self, head: &RequestHead<'_>) -> bool {
+        let owned = OwnedHead::from_parts(head.method, head.uri, head.headers);
+        self.rules.match_head(&owned.view()).is_some()
+    }
+
+    fn intercept(self: Arc<Self>, request: Request<Incoming>, info: ClientInfo) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move { self.handle(request, info).await })
+    }
+
+    fn pac_hosts(&self) -> Vec<String> {
+        self.rules.hosts_for_https()
+    }
+}
+
+impl Capture {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>, info: ClientInfo) -> Outcome {
+        let (parts, body) = request.into_parts();
+        let head = OwnedHead::from_parts(&parts.method, &parts.uri, &parts.headers);
+        let Some(matched) = self.rules.match_head(&head.view()) else {
+            // `wants` said yes on the same head; nothing else can change the answer.
+            return forward_bytes(parts, body.boxed());
+        };
+        let limit = self.settings.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return too_large(&head, limit);
+        }
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return too_large(&head, limit);
+                }
+                tracing::info!(host = %head.host, error = %e, "browser aborted an intercepted request");
+                return Outcome::Respond(crate::proxy::error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}"),
+                ));
+            }
+        };
+        let extracted = self.rules.extract(&matched, &head.view(), &body);
+        let (rule, extracted) = match extracted {
+            Ok((Some(rule), x)) => (rule, x),
+            Ok((None, _)) => return forward_bytes(parts, full_body(body)),
+            Err(e) => {
+                // A matched head whose body does not decode: the webmail gets it untouched,
+                // so the user's mail is not lost — it is just not intercepted.
+                tracing::warn!(host = %head.host, path = %head.path, error = %e, "matched request did not decode; forwarded unchanged");
+                return forward_bytes(parts, full_body(body));
+            }
+        };
+        match (matched.kind, extracted) {
+            (MatchKind::Upload, Extracted::Upload(files, key)) => {
+                let count = files.len();
+                let ticket = {
+                    let mut uploads = self.uploads();
+                    uploads.expire(Instant::now());
+                    uploads.capture(rule.upload_group(), &key, files, Instant::now())
+                };
+                tracing::info!(rule = rule.name(), files = count, "upload captured");
+                let hook = self.clone().upload_hook(rule.name().to_string(), ticket);
+                Outcome::Forward {
+                    request: Request::from_parts(parts, full_body(body)),
+                    on_response: Some(hook),
+                }
+            }
+            (_, Extracted::Send(draft)) => self.send(rule, draft, parts, body, info, &head).await,
+            _ => forward_bytes(parts, full_body(body)),
+        }
+    }
+
+    async fn send(
+        &self,
+        rule: &Rule,
+        draft: crate::intercept::MailDraft,
+        parts: http::request::Parts,
+        body: Bytes,
+        info: ClientInfo,
+        head: &OwnedHead,
+    ) -> Outcome {
+        let action = rule.config.action;
+        let relay_response = (action == Action::Relay).then(|| rule.relay_response(&draft)).flatten();
+        let sender = resolve_sender(
+            draft.from.as_ref(),
+            rule.config.sender.as_deref(),
+            &self.settings.senders,
+            &head.host,
+            self.settings.smtp_account.as_deref(),
+        );
+        let taken = {
+            let mut uploads = self.uploads();
+            uploads.expire(Instant::now());
+            uploads.take_for(rule, &draft)
+        };
+        if !taken.missing.is_empty() {
+            tracing::warn!(rule = rule.name(), missing = ?taken.missing, "send refers to uploads mailtap did not see");
+        }
+        let source = Source {
+            rule: rule.name().to_string(),
+            webmail_host: head.host.clone(),
+            client: info.client,
+            proxy: info.proxy,
+        };
+        let http_head = redact_head(&parts.method, &parts.uri, &parts.headers);
+        let mut record = draft.into_record(taken.files, sender, source, Utc::now(), http_head);
+        let message = crate::mail::check(&mut record, self.settings.max_message_bytes)
+            .or_else(|| crate::mail::build::render(&record).ok())
+            .unwrap_or_default();
+        tracing::info!(
+            id = %record.id, rule = rule.name(), ?action,
+            sender = %record.sender, sender_source = ?record.sender_source,
+            recipients = record.recipients().count(), bytes = message.len(),
+            rejected = record.rejected.as_ref().map(|r| r.reason.as_str()),
+            "webmail send intercepted"
+        );
+        if action == Action::Observe {
+            return forward_bytes(parts, full_body(body));
+        }
+        let response = relay_response.map(|r| {
+            let mut response = Response::new(full_body(r.body));
+            *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+            for (name, value) in r.headers {
+                if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                    response.headers_mut().append(n, v);
+                }
+            }
+            response
+        });
+        if let Some(response) = &response {
+            record.http_response_head = response_head(response);
+        }
+        // The durability line: the browser hears "sent" only once the mail is on disk.
+        if let Err(e) = self.spool.enqueue(&record, &message).await {
+            tracing::error!(id = %record.id, error = %e, "could not store an intercepted mail");
+            return Outcome::Respond(crate::proxy::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the mail could not be stored, so it was not sent: {e}"),
+            ));
+        }
+        match response {
+            Some(response) => Outcome::Respond(response),
+            None => forward_bytes(parts, full_body(body)),
+        }
+    }
+
+    /// After an upload reaches the webmail: read the id it assigned from its response.
+    fn upload_hook(self: Arc<Self>, rule: String, ticket: Ticket) -> ResponseHook {
+        Box::new(move |response: Response<ProxyBody>| {
+            Box::pin(async move {
+                let (parts, body) = response.into_parts();
+                let bytes = match Limited::new(body, MAX_UPLOAD_RESPONSE).collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => {
+                        tracing::warn!(%rule, error = %e, "upload response unreadable; id not noted");
+                        return crate::proxy::error_response(StatusCode::BAD_GATEWAY, &format!("upload response: {e}"));
+                    }
+                };
+                if let Some(r) = self.rules.get(&rule) {
+                    let noted = self.uploads().note_response(ticket, r, &bytes);
+                    tracing::debug!(%rule, noted, "upload ids noted");
+                }
+                Response::from_parts(parts, full_body(bytes))
+            })
+        })
+    }
+}
+
+/// The request goes on to the webmail as it came (body already read or still streaming).
+fn forward_bytes(parts: http::request::Parts, body: ProxyBody) -> Outcome {
+    Outcome::Forward {
+        request: Request::from_parts(parts, body),
+        on_response: None,
+    }
+}
+
+fn too_large(head: &OwnedHead, limit: usize) -> Outcome {
+    tracing::warn!(host = %head.host, path = %head.path, limit, "intercepted request body over the limit: 413");
+    Outcome::Respond(crate::proxy::error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!(
+            "this webmail request is larger than {limit} bytes ([limits].max_intercept_body_bytes); \
+             nothing was sent or forwarded"
+        ),
+    ))
+}
+
+/// The status line and header fields of a response, as text for the transaction log.
+fn response_head(response: &Response<ProxyBody>) -> String {
+    let mut out = format!("HTTP/1.1 {}\n", response.status());
+    for (name, value) in response.headers() {
+        out.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+    }
+    out
+}
