@@ -241,20 +241,21 @@ impl Store {
             tracing::info!(path = %p.display(), "spool recovery: removed uncommitted enqueue");
             rep.tmp_removed += 1;
         }
-        let mut index = Index::default();
+        // List everything first: recovery moves entries between the directories it scans.
+        let mut found = Vec::new();
         for state in MailState::ALL {
             let dir = self.dirs[state.index()].path().to_path_buf();
             let rd = fs::read_dir(&dir).map_err(io_err("list state directory", &dir))?;
             for ent in rd {
                 let ent = ent.map_err(io_err("list state directory", &dir))?;
-                let path = ent.path();
-                match self.recover_one(state, &path, &mut index, &mut rep) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "spool recovery: entry skipped");
-                        rep.corrupt.push((path, e.to_string()));
-                    }
-                }
+                found.push((state, ent.path()));
+            }
+        }
+        let mut index = Index::default();
+        for (state, path) in found {
+            if let Err(e) = self.recover_one(state, &path, &mut index, &mut rep) {
+                tracing::error!(path = %path.display(), error = %e, "spool recovery: entry skipped");
+                rep.corrupt.push((path, e.to_string()));
             }
         }
         for e in index.entries.values() {
