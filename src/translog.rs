@@ -330,7 +330,7 @@ impl TransLog {
     pub fn data_message(&mut self, message: &[u8]) {
         let text = String::from_utf8_lossy(message);
         if self.log_body {
-            for line in text.split('\n') {
+            for line in text.lines() {
                 self.stamped("C:", line);
             }
             self.flush();
@@ -494,5 +494,23 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(find_header_end(input), *want);
         }
+    }
+
+    #[test]
+    fn write_errors_are_kept_and_never_panic() {
+        // Guards: a failing log device stops the log, reports the error, never panics.
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let mut log = TransLog {
+            path: PathBuf::from("/dev/full"),
+            out: Some(BufWriter::with_capacity(16, full)),
+            log_body: false,
+            in_auth: false,
+            error: None,
+        };
+        log.sent("EHLO a-line-longer-than-the-sixteen-byte-buffer");
+        log.note("still no panic");
+        log.received("250 ok");
+        assert!(log.error().is_some());
+        assert!(log.finish().is_err());
     }
 }
