@@ -485,7 +485,8 @@ mod tests {
     #[test]
     fn header_end_detection() {
         // Guards: the headers/body split for CRLF, LF and header-only messages.
-        let cases: &[(&[u8], Option<(usize, usize)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(usize, usize)>);
+        let cases: &[Case] = &[
             (b"A: 1\r\n\r\nbody", Some((4, 8))),
             (b"A: 1\n\nbody", Some((4, 6))),
             (b"A: 1\r\n", None),

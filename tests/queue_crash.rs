@@ -59,9 +59,15 @@ fn crash_child() {
 fn run_child(dir: &Path, crash_at: Option<String>) -> std::process::ExitStatus {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir)
-        .env_remove(CRASH_ENV);
+    cmd.args([
+        "--exact",
+        "crash_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR_ENV, dir)
+    .env_remove(CRASH_ENV);
     if let Some(at) = crash_at {
         cmd.env(CRASH_ENV, at);
     }
@@ -109,7 +115,11 @@ fn crash_at_each_step() {
     for (i, step) in STEPS.iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
         let status = run_child(tmp.path(), Some(format!("{step}:{MAILS}")));
-        assert_eq!(status.signal(), Some(libc::SIGABRT), "step {step} did not abort");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGABRT),
+            "step {step} did not abort"
+        );
         let count = check_spool(tmp.path());
         let committed = i >= STEPS.iter().position(|s| *s == "renamed").unwrap();
         let want = if committed { MAILS } else { MAILS - 1 };

@@ -38,7 +38,11 @@ fn open(dir: &Path) -> Spool<Rec> {
 }
 
 fn in_dir(dir: &Path, state: &str, id: &MailId) -> bool {
-    dir.join("spool").join(state).join(id.as_str()).join("meta.json").is_file()
+    dir.join("spool")
+        .join(state)
+        .join(id.as_str())
+        .join("meta.json")
+        .is_file()
 }
 
 fn rc(addr: &str, st: RcptStatus) -> (String, RcptStatus) {
@@ -68,7 +72,10 @@ async fn enqueue_claim_complete_round_trip() {
 
     let per = [
         rc("a@example.org", RcptStatus::Delivered),
-        rc("b@example.net", RcptStatus::Failed("550 5.1.1 no such user".into())),
+        rc(
+            "b@example.net",
+            RcptStatus::Failed("550 5.1.1 no such user".into()),
+        ),
     ];
     spool.complete(&id, &per).await.unwrap();
     assert!(in_dir(tmp.path(), "delivered", &id));
@@ -97,8 +104,14 @@ async fn retry_schedule_then_give_up_with_controlled_time() {
     for attempt in 1..=4u32 {
         let c = spool.claim_due(now, 1).await.unwrap();
         assert_eq!(c.len(), 1, "attempt {attempt}");
-        let deferred = rc("a@example.org", RcptStatus::Deferred("451 4.7.1 later".into()));
-        let st = spool.defer(&id, &[deferred], "451 4.7.1 later", now).await.unwrap();
+        let deferred = rc(
+            "a@example.org",
+            RcptStatus::Deferred("451 4.7.1 later".into()),
+        );
+        let st = spool
+            .defer(&id, &[deferred], "451 4.7.1 later", now)
+            .await
+            .unwrap();
         assert_eq!(st, MailState::Deferred);
         assert!(in_dir(tmp.path(), "deferred", &id));
         let due = now + TimeDelta::seconds(expected_delay);
@@ -115,8 +128,14 @@ async fn retry_schedule_then_give_up_with_controlled_time() {
     assert_eq!(st, MailState::Failed);
     assert!(in_dir(tmp.path(), "failed", &id));
     let meta = spool.get(&id).await.unwrap().unwrap();
-    assert!(meta.last_error.unwrap().contains("gave up after 5 attempts"));
-    assert!(matches!(&meta.recipients["a@example.org"], RcptStatus::Failed(_)));
+    assert!(meta
+        .last_error
+        .unwrap()
+        .contains("gave up after 5 attempts"));
+    assert!(matches!(
+        &meta.recipients["a@example.org"],
+        RcptStatus::Failed(_)
+    ));
     assert_eq!(spool.next_due(), None);
 }
 
@@ -149,7 +168,10 @@ async fn restart_makes_lost_claims_due_and_keeps_schedule() {
         .collect();
     assert_eq!(got, HashSet::from([a, b]));
     assert_eq!(spool.next_due(), Some(t0() + TimeDelta::seconds(60)));
-    let later = spool.claim_due(t0() + TimeDelta::seconds(60), 10).await.unwrap();
+    let later = spool
+        .claim_due(t0() + TimeDelta::seconds(60), 10)
+        .await
+        .unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!(later[0].id, c);
     assert_eq!(later[0].meta.attempts, 1);
@@ -175,7 +197,14 @@ async fn recovery_cleans_tmp_finishes_moves_and_keeps_corrupt_entries() {
     .unwrap();
     fs::create_dir_all(spool_dir.join("tmp/half-written")).unwrap();
     fs::write(spool_dir.join("tmp/half-written/message.eml"), b"Subj").unwrap();
-    fs::write(spool_dir.join("active").join(id.as_str()).join("meta.json.tmp"), b"{").unwrap();
+    fs::write(
+        spool_dir
+            .join("active")
+            .join(id.as_str())
+            .join("meta.json.tmp"),
+        b"{",
+    )
+    .unwrap();
     fs::create_dir_all(spool_dir.join("active/bogus")).unwrap();
     fs::create_dir_all(spool_dir.join("deferred/..x")).unwrap();
 
@@ -186,10 +215,18 @@ async fn recovery_cleans_tmp_finishes_moves_and_keeps_corrupt_entries() {
     assert_eq!(rep.loaded, [0, 0, 1, 0]);
     assert_eq!(rep.corrupt.len(), 2, "{:?}", rep.corrupt);
     assert!(in_dir(tmp.path(), "delivered", &id));
-    assert!(!spool_dir.join("delivered").join(id.as_str()).join("meta.json.tmp").exists());
+    assert!(!spool_dir
+        .join("delivered")
+        .join(id.as_str())
+        .join("meta.json.tmp")
+        .exists());
     assert!(spool_dir.join("active/bogus").is_dir());
     assert_eq!(fs::read_dir(spool_dir.join("tmp")).unwrap().count(), 0);
-    assert!(spool.claim_due(t0() + TimeDelta::days(9), 10).await.unwrap().is_empty());
+    assert!(spool
+        .claim_due(t0() + TimeDelta::days(9), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,14 +236,20 @@ async fn claim_contract_fail_and_update_record() {
     let spool = open(tmp.path());
     let a = spool.enqueue_at(&rec(1), &message(1), t0()).await.unwrap();
     let b = spool.enqueue_at(&rec(2), &message(2), t0()).await.unwrap();
-    assert!(matches!(spool.complete(&a, &[]).await, Err(QueueError::NotClaimed(_))));
+    assert!(matches!(
+        spool.complete(&a, &[]).await,
+        Err(QueueError::NotClaimed(_))
+    ));
     assert!(matches!(
         spool.defer(&a, &[], "x", t0()).await,
         Err(QueueError::NotClaimed(_))
     ));
     let unknown = MailId::parse("nope").unwrap();
     assert!(spool.get(&unknown).await.unwrap().is_none());
-    assert!(matches!(spool.fail(&unknown, "x").await, Err(QueueError::NotFound(_))));
+    assert!(matches!(
+        spool.fail(&unknown, "x").await,
+        Err(QueueError::NotFound(_))
+    ));
 
     // update_record on an unclaimed mail leaves it claimable; on a claimed one keeps the claim.
     spool.update_record(&a, &rec(10)).await.unwrap();
@@ -214,7 +257,10 @@ async fn claim_contract_fail_and_update_record() {
     assert_eq!(claimed[0].id, a);
     assert_eq!(claimed[0].meta.record, rec(10));
     spool.update_record(&a, &rec(11)).await.unwrap();
-    assert!(spool.list(MailState::Active).iter().any(|s| s.id == a && s.claimed));
+    assert!(spool
+        .list(MailState::Active)
+        .iter()
+        .any(|s| s.id == a && s.claimed));
     spool.release(&a).unwrap();
     assert!(matches!(spool.release(&a), Err(QueueError::NotClaimed(_))));
 
@@ -223,8 +269,14 @@ async fn claim_contract_fail_and_update_record() {
     assert!(in_dir(tmp.path(), "failed", &b));
     let mb = spool.get(&b).await.unwrap().unwrap();
     assert_eq!((mb.state, mb.attempts), (MailState::Failed, 0));
-    assert_eq!(mb.last_error.as_deref(), Some("rejected: invalid recipient"));
-    assert!(matches!(spool.update_record(&b, &rec(3)).await, Err(QueueError::Finished(_))));
+    assert_eq!(
+        mb.last_error.as_deref(),
+        Some("rejected: invalid recipient")
+    );
+    assert!(matches!(
+        spool.update_record(&b, &rec(3)).await,
+        Err(QueueError::Finished(_))
+    ));
 
     // fail by the claimer counts as an attempt.
     let c = spool.claim_due(t0(), 5).await.unwrap();
@@ -245,18 +297,41 @@ async fn next_due_and_claims_are_ordered_by_due_time() {
     let mut ids = Vec::new();
     for (i, off) in offsets.iter().enumerate() {
         let at = t0() + TimeDelta::seconds(*off);
-        ids.push(spool.enqueue_at(&rec(i as u32), &message(0), at).await.unwrap());
+        ids.push(
+            spool
+                .enqueue_at(&rec(i as u32), &message(0), at)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(spool.next_due(), Some(t0() + TimeDelta::seconds(5)));
     assert!(spool.claim_due(t0(), 10).await.unwrap().is_empty());
-    let first = spool.claim_due(t0() + TimeDelta::seconds(12), 10).await.unwrap();
+    let first = spool
+        .claim_due(t0() + TimeDelta::seconds(12), 10)
+        .await
+        .unwrap();
     let order: Vec<u32> = first.iter().map(|m| m.meta.record.n).collect();
     assert_eq!(order, vec![1, 3]);
     assert_eq!(spool.next_due(), Some(t0() + TimeDelta::seconds(20)));
-    let rest = spool.claim_due(t0() + TimeDelta::seconds(99), 1).await.unwrap();
+    let rest = spool
+        .claim_due(t0() + TimeDelta::seconds(99), 1)
+        .await
+        .unwrap();
     assert_eq!(rest[0].meta.record.n, 2);
-    let listed: Vec<MailId> = spool.list(MailState::Active).into_iter().map(|s| s.id).collect();
-    assert_eq!(listed, vec![ids[1].clone(), ids[3].clone(), ids[2].clone(), ids[0].clone()]);
+    let listed: Vec<MailId> = spool
+        .list(MailState::Active)
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ids[1].clone(),
+            ids[3].clone(),
+            ids[2].clone(),
+            ids[0].clone()
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +380,11 @@ async fn enqueue_wakes_a_waiting_worker() {
         let wake = worker_spool.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        assert!(worker_spool.claim_due(Utc::now(), 1).await.unwrap().is_empty());
+        assert!(worker_spool
+            .claim_due(Utc::now(), 1)
+            .await
+            .unwrap()
+            .is_empty());
         let _ = ready_tx.send(());
         wake.await;
         worker_spool.claim_due(Utc::now(), 1).await.unwrap().len()

@@ -41,7 +41,10 @@ fn same_second_logs_get_suffixes_and_never_overwrite() {
     let d = TransLog::create(&logs, now).unwrap();
     assert_eq!(d.path(), logs.join("Log-20261123101530-5.txt"));
     drop(d);
-    assert_eq!(fs::read_to_string(logs.join(file_name(now, 4))).unwrap(), "keep me");
+    assert_eq!(
+        fs::read_to_string(logs.join(file_name(now, 4))).unwrap(),
+        "keep me"
+    );
 }
 
 #[test]
@@ -73,12 +76,21 @@ fn transcript_format_redaction_and_summary() {
     let path = log.finish().unwrap();
     let text = fs::read_to_string(path).unwrap();
 
-    for secret in ["SECRETSESSION", "U0VDUkVUQVVUSA", "SECRETSET", "U0VDUkVUVVNFUg", "U0VDUkVUUEFTUw", "SECRETBODY"] {
+    for secret in [
+        "SECRETSESSION",
+        "U0VDUkVUQVVUSA",
+        "SECRETSET",
+        "U0VDUkVUVVNFUg",
+        "U0VDUkVUUEFTUw",
+        "SECRETBODY",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
     assert!(text.contains("\nCookie: <redacted>\n"), "{text}");
     assert!(text.contains("\nSet-Cookie: <redacted>\n"), "{text}");
-    assert!(text.contains("=== SMTP attempt 1: 127.0.0.1:50312 -> smtp.example.com (127.0.0.1:2525)"));
+    assert!(
+        text.contains("=== SMTP attempt 1: 127.0.0.1:50312 -> smtp.example.com (127.0.0.1:2525)")
+    );
     let line = Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6} (C:|S:|--) ").unwrap();
     let stamped: Vec<&str> = text.lines().filter(|l| line.is_match(l)).collect();
     let shown: Vec<&str> = stamped.iter().map(|l| &l[27..]).collect();

@@ -47,6 +47,9 @@ const META_TMP: &str = "meta.json.tmp";
 /// Most attempts at finding a mail whose directory moves under a concurrent reader.
 const READ_RETRIES: usize = 3;
 
+/// A mail as read from disk: metadata, message bytes (if asked for), and its directory.
+pub type ReadMail<R> = (MailMeta<R>, Option<Vec<u8>>, PathBuf);
+
 /// What `open` found and repaired on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -465,7 +468,7 @@ impl Store {
         &self,
         id: &MailId,
         with_message: bool,
-    ) -> Result<(MailMeta<R>, Option<Vec<u8>>, PathBuf), QueueError> {
+    ) -> Result<ReadMail<R>, QueueError> {
         let mut last = None;
         for _ in 0..READ_RETRIES {
             let state = self

@@ -1,0 +1,106 @@
+//! Enqueue throughput measurement (no timed asserts): small (~2 KB) mails with 1 and 64
+//! concurrent producers, next to a bare write+fsync+rename baseline measured in the same run.
+//!
+//! Run: `cargo test --release --test queue_bench -- --ignored --nocapture`
+//! (`MAILTAP_BENCH_DIR` picks the filesystem; default: the system temp dir).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mailtap::queue::{MailState, QueueConfig, Spool};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Rec {
+    from: String,
+    to: Vec<String>,
+    subject: String,
+}
+
+fn bench_root() -> PathBuf {
+    std::env::var_os("MAILTAP_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn message() -> Vec<u8> {
+    let mut m = b"From: lilei@example.com\r\nTo: a@example.org\r\nSubject: bench\r\n\r\n".to_vec();
+    while m.len() < 2048 {
+        m.extend_from_slice(b"The quick brown fox jumps over the lazy dog 0123456789.\r\n");
+    }
+    m
+}
+
+/// Bare baseline: write a file under a tmp name, fsync it, rename it into place.
+fn baseline_rate(dir: &Path, n: usize, msg: &[u8]) -> f64 {
+    let start = Instant::now();
+    for i in 0..n {
+        let tmp = dir.join(format!("{i}.tmp"));
+        let mut f = File::create(&tmp).unwrap();
+        f.write_all(msg).unwrap();
+        f.sync_all().unwrap();
+        fs::rename(&tmp, dir.join(format!("{i}.eml"))).unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn queue_rate(dir: &Path, producers: usize, per_producer: usize, msg: &[u8]) -> f64 {
+    let spool = Spool::<Rec>::open(dir, QueueConfig::default()).unwrap();
+    let rec = Rec {
+        from: "lilei@example.com".into(),
+        to: vec!["a@example.org".into()],
+        subject: "bench".into(),
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..producers {
+        let (s, r, m) = (spool.clone(), rec.clone(), msg.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_producer {
+                s.enqueue(&r, &m).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (producers * per_producer) as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(
+        spool.list(MailState::Active).len(),
+        producers * per_producer
+    );
+    rate
+}
+
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn enqueue_throughput() {
+    // Guards: nothing timed; prints enqueue rates and their ratio to the bare baseline.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let msg = message();
+    let root = bench_root();
+    println!(
+        "bench dir: {} (message {} bytes)",
+        root.display(),
+        msg.len()
+    );
+    for round in 1..=2 {
+        let base_dir = tempfile::tempdir_in(&root).unwrap();
+        let base = baseline_rate(base_dir.path(), 2000, &msg);
+        let d1 = tempfile::tempdir_in(&root).unwrap();
+        let one = rt.block_on(queue_rate(d1.path(), 1, 2000, &msg));
+        let d64 = tempfile::tempdir_in(&root).unwrap();
+        let many = rt.block_on(queue_rate(d64.path(), 64, 50, &msg));
+        println!(
+            "round {round}: baseline write+fsync+rename {base:.0}/s | enqueue 1 producer {one:.0}/s \
+             ({:.2}x) | enqueue 64 producers {many:.0}/s ({:.2}x)",
+            one / base,
+            many / base
+        );
+    }
+}
