@@ -74,6 +74,35 @@ async fn queue_rate(dir: &Path, producers: usize, per_producer: usize, msg: &[u8
     rate
 }
 
+/// Claims everything in the spool at `dir` and completes it from `workers` concurrent tasks;
+/// returns completions per second (each one a durable state change into delivered/).
+async fn complete_rate(dir: &Path, workers: usize) -> f64 {
+    let spool = Spool::<Rec>::open(dir, QueueConfig::default()).unwrap();
+    let far = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let claimed = spool.claim_due(far, usize::MAX).await.unwrap();
+    let total = claimed.len();
+    let mut chunks: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, c) in claimed.into_iter().enumerate() {
+        chunks[i % workers].push(c.id);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let s = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            for id in chunk {
+                s.complete(&id, &[]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(spool.list(MailState::Delivered).len(), total);
+    rate
+}
+
 #[test]
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 fn enqueue_throughput() {
@@ -96,11 +125,14 @@ fn enqueue_throughput() {
         let one = rt.block_on(queue_rate(d1.path(), 1, 2000, &msg));
         let d64 = tempfile::tempdir_in(&root).unwrap();
         let many = rt.block_on(queue_rate(d64.path(), 64, 50, &msg));
+        let c1 = rt.block_on(complete_rate(d1.path(), 1));
+        let c64 = rt.block_on(complete_rate(d64.path(), 64));
         println!(
             "round {round}: baseline write+fsync+rename {base:.0}/s | enqueue 1 producer {one:.0}/s \
              ({:.2}x) | enqueue 64 producers {many:.0}/s ({:.2}x)",
             one / base,
             many / base
         );
+        println!("round {round}: complete (durable move to delivered/) 1 worker {c1:.0}/s | 64 workers {c64:.0}/s");
     }
 }
