@@ -396,11 +396,14 @@ impl Store {
         // them into fewer commits. All three finish before the commit rename.
         let dir_sync = std::thread::scope(|s| {
             let eml_job = s.spawn(|| eml.sync_all());
+            let meta_job = s.spawn(|| meta.sync_all());
             let dir_res = File::open(staging).and_then(|d| d.sync_all());
-            let meta_res = meta.sync_all();
-            let eml_res = eml_job
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
+            let joined = |h: std::thread::ScopedJoinHandle<'_, io::Result<()>>| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
+            };
+            let eml_res = joined(eml_job);
+            let meta_res = joined(meta_job);
             eml_res
                 .map_err(io_err("fsync message", &eml_path))
                 .and(meta_res.map_err(io_err("fsync metadata", &meta_path)))
