@@ -605,11 +605,18 @@ impl Store {
         if meta.state != before {
             let dst = self.dir_of(meta.state, id);
             fs::rename(&dir, &dst).map_err(io_err("move mail directory", &dir))?;
-            for s in [meta.state, before] {
-                let g = &self.dirs[s.index()];
-                g.sync()
-                    .map_err(io_err("fsync state directory", g.path()))?;
-            }
+            // Both directories changed; their fsyncs are independent, so run them together.
+            let (dst_dir, src_dir) = (&self.dirs[meta.state.index()], &self.dirs[before.index()]);
+            let (dst_res, src_res) = std::thread::scope(|s| {
+                let dst_job = s.spawn(|| dst_dir.sync());
+                let src_res = src_dir.sync();
+                let dst_res = dst_job
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
+                (dst_res, src_res)
+            });
+            dst_res.map_err(io_err("fsync state directory", dst_dir.path()))?;
+            src_res.map_err(io_err("fsync state directory", src_dir.path()))?;
         }
         Ok(meta)
     }
