@@ -21,7 +21,6 @@
 //! state in `meta.json` is authoritative — then moves the directory; recovery finishes a move
 //! cut short by a crash.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -37,7 +36,12 @@ use super::error::QueueError;
 use super::failpoint;
 use super::group_sync::GroupSync;
 use super::id::MailId;
-use super::meta::{MailMeta, MailState, MailSummary};
+use super::meta::{MailMeta, MailState};
+
+mod index;
+mod recover;
+use index::{Entry, Index};
+pub use recover::RecoveryReport;
 
 /// File name of the message inside a mail directory.
 pub const MESSAGE_FILE: &str = "message.eml";
@@ -49,47 +53,6 @@ const READ_RETRIES: usize = 3;
 
 /// A mail as read from disk: metadata, message bytes (if asked for), and its directory.
 pub type ReadMail<R> = (MailMeta<R>, Option<Vec<u8>>, PathBuf);
-
-/// What `open` found and repaired on disk.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Mails loaded per state: active, deferred, delivered, failed.
-    pub loaded: [usize; 4],
-    /// Uncommitted enqueues (entries of `tmp/`) removed.
-    pub tmp_removed: usize,
-    /// Mail directories moved to the state their `meta.json` names (interrupted moves).
-    pub moved: usize,
-    /// Entries left untouched because they are unreadable, with the reason.
-    pub corrupt: Vec<(PathBuf, String)>,
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    state: MailState,
-    created: DateTime<Utc>,
-    attempts: u32,
-    next_attempt: DateTime<Utc>,
-    claimed: bool,
-}
-
-#[derive(Default)]
-struct Index {
-    entries: HashMap<MailId, Entry>,
-    /// Unclaimed active/deferred mails by due time.
-    schedule: BTreeSet<(DateTime<Utc>, MailId)>,
-}
-
-impl Index {
-    fn insert(&mut self, id: MailId, e: Entry) {
-        if let Some(old) = self.entries.get(&id) {
-            self.schedule.remove(&(old.next_attempt, id.clone()));
-        }
-        if !e.claimed && !e.state.is_final() {
-            self.schedule.insert((e.next_attempt, id.clone()));
-        }
-        self.entries.insert(id, e);
-    }
-}
 
 /// How a state change may treat the claim.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -229,108 +192,6 @@ impl Store {
         self.dirs[state.index()].path().join(id.as_str())
     }
 
-    fn recover(&self) -> Result<RecoveryReport, QueueError> {
-        let mut rep = RecoveryReport::default();
-        let rd = fs::read_dir(&self.tmp).map_err(io_err("list tmp", &self.tmp))?;
-        for ent in rd {
-            let ent = ent.map_err(io_err("list tmp", &self.tmp))?;
-            let p = ent.path();
-            let res = if p.is_dir() {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            };
-            res.map_err(io_err("remove uncommitted enqueue", &p))?;
-            tracing::info!(path = %p.display(), "spool recovery: removed uncommitted enqueue");
-            rep.tmp_removed += 1;
-        }
-        // List everything first: recovery moves entries between the directories it scans.
-        let mut found = Vec::new();
-        for state in MailState::ALL {
-            let dir = self.dirs[state.index()].path().to_path_buf();
-            let rd = fs::read_dir(&dir).map_err(io_err("list state directory", &dir))?;
-            for ent in rd {
-                let ent = ent.map_err(io_err("list state directory", &dir))?;
-                found.push((state, ent.path()));
-            }
-        }
-        let mut index = Index::default();
-        for (state, path) in found {
-            if let Err(e) = self.recover_one(state, &path, &mut index, &mut rep) {
-                tracing::error!(path = %path.display(), error = %e, "spool recovery: entry skipped");
-                rep.corrupt.push((path, e.to_string()));
-            }
-        }
-        for e in index.entries.values() {
-            rep.loaded[e.state.index()] += 1;
-        }
-        *self.index() = index;
-        Ok(rep)
-    }
-
-    fn recover_one(
-        &self,
-        state: MailState,
-        path: &Path,
-        index: &mut Index,
-        rep: &mut RecoveryReport,
-    ) -> Result<(), QueueError> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let id = MailId::parse(name)?;
-        if !path.is_dir() {
-            return Err(QueueError::Corrupt {
-                path: path.to_path_buf(),
-                reason: "not a directory".into(),
-            });
-        }
-        let leftover = path.join(META_TMP);
-        match fs::remove_file(&leftover) {
-            Ok(()) => sync_dir(path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(QueueError::io("remove stale meta tmp", leftover, e)),
-        }
-        let meta: MailMeta<serde_json::Value> = read_meta(&path.join(META_FILE))?;
-        if meta.id != id {
-            return Err(QueueError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("meta.json names id {}", meta.id),
-            });
-        }
-        let eml = path.join(MESSAGE_FILE);
-        fs::metadata(&eml).map_err(io_err("stat message", &eml))?;
-        if index.entries.contains_key(&id) {
-            return Err(QueueError::Corrupt {
-                path: path.to_path_buf(),
-                reason: "the same id exists in another state directory".into(),
-            });
-        }
-        if meta.state != state {
-            let dst = self.dir_of(meta.state, &id);
-            if dst.exists() {
-                return Err(QueueError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("also present as {}", dst.display()),
-                });
-            }
-            fs::rename(path, &dst).map_err(io_err("move to recorded state", path))?;
-            sync_dir(self.dirs[meta.state.index()].path())?;
-            sync_dir(self.dirs[state.index()].path())?;
-            tracing::info!(%id, from = %state, to = %meta.state, "spool recovery: finished interrupted move");
-            rep.moved += 1;
-        }
-        index.insert(
-            id,
-            Entry {
-                state: meta.state,
-                created: meta.created,
-                attempts: meta.attempts,
-                next_attempt: meta.next_attempt,
-                claimed: false,
-            },
-        );
-        Ok(())
-    }
-
     /// A fresh id for a mail enqueued at `now` (no disk access).
     pub fn new_id(&self, now: DateTime<Utc>) -> MailId {
         MailId::generate(now, self.nonce, self.seq.fetch_add(1, Ordering::Relaxed))
@@ -419,49 +280,6 @@ impl Store {
             .sync()
             .map_err(io_err("fsync active directory", active.path()))?;
         failpoint::hit("dir-synced");
-        Ok(())
-    }
-
-    /// Claims up to `max` unclaimed mails due at `now` (active, or deferred with
-    /// `next_attempt <= now`), earliest due first. Claimed mails are not returned again until
-    /// a state change releases them, `release` is called, or the process restarts.
-    pub fn claim_ids(&self, now: DateTime<Utc>, max: usize) -> Vec<MailId> {
-        let mut idx = self.index();
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some((due, id)) = idx.schedule.first().cloned() else {
-                break;
-            };
-            if due > now {
-                break;
-            }
-            idx.schedule.remove(&(due, id.clone()));
-            if let Some(e) = idx.entries.get_mut(&id) {
-                e.claimed = true;
-            }
-            out.push(id);
-        }
-        out
-    }
-
-    /// Makes a claimed mail claimable again without changing it. `NotClaimed` if unclaimed.
-    pub fn release(&self, id: &MailId) -> Result<(), QueueError> {
-        let mut idx = self.index();
-        let e = idx
-            .entries
-            .get(id)
-            .cloned()
-            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
-        if !e.claimed {
-            return Err(QueueError::NotClaimed(id.clone()));
-        }
-        idx.insert(
-            id.clone(),
-            Entry {
-                claimed: false,
-                ..e
-            },
-        );
         Ok(())
     }
 
@@ -619,36 +437,5 @@ impl Store {
             src_res.map_err(io_err("fsync state directory", src_dir.path()))?;
         }
         Ok(meta)
-    }
-
-    /// Summaries of every mail in `state`, earliest `next_attempt` first (from memory).
-    pub fn list(&self, state: MailState) -> Vec<MailSummary> {
-        let idx = self.index();
-        let mut v: Vec<MailSummary> = idx
-            .entries
-            .iter()
-            .filter(|(_, e)| e.state == state)
-            .map(|(id, e)| MailSummary {
-                id: id.clone(),
-                state: e.state,
-                created: e.created,
-                attempts: e.attempts,
-                next_attempt: e.next_attempt,
-                claimed: e.claimed,
-            })
-            .collect();
-        v.sort_by(|a, b| (a.next_attempt, &a.id).cmp(&(b.next_attempt, &b.id)));
-        v
-    }
-
-    /// Earliest due time among unclaimed active/deferred mails; `None` if there are none.
-    pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.index().schedule.first().map(|(t, _)| *t)
-    }
-
-    /// The current directory of `id`, if known.
-    pub fn mail_dir(&self, id: &MailId) -> Option<PathBuf> {
-        let state = self.index().entries.get(id).map(|e| e.state)?;
-        Some(self.dir_of(state, id))
     }
 }
