@@ -91,7 +91,8 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
     /// Opens `<data_dir>/spool` (created if missing), locks it against other processes, and
     /// recovers it: uncommitted enqueues are removed, interrupted state moves finished, and
     /// every active/deferred mail is unclaimed (claims lost by a crash become due again).
-    /// Synchronous and blocking; see [`Spool::recovery_report`] for what it found.
+    /// Synchronous and blocking; see [`Spool::recovery_report`] for what it found. Fails with
+    /// [`QueueError::Locked`] while another `Spool` (any process) has the same spool open.
     pub fn open(data_dir: impl AsRef<Path>, config: QueueConfig) -> Result<Spool<R>, QueueError> {
         let store = Store::open(data_dir.as_ref(), config)?;
         let rep = store.recovery();

@@ -1,5 +1,5 @@
-//! The spool's synchronous core: directory layout, durable writes, state moves, recovery, and
-//! the in-memory index of what is where and who holds a claim.
+//! The spool's synchronous core: directory layout, durable writes and state moves; recovery
+//! (`store/recover.rs`) and the in-memory index of claims (`store/index.rs`) sit beside it.
 //!
 //! Every function here blocks on the filesystem; `Spool` (mod.rs) runs them in
 //! `spawn_blocking`. Claims live only in memory, so a crash releases them: after a restart every
@@ -113,7 +113,8 @@ fn read_meta<R: DeserializeOwned>(path: &Path) -> Result<MailMeta<R>, QueueError
 impl Store {
     /// Opens (creating if needed) `<data_dir>/spool`, takes its lock, and recovers: removes
     /// uncommitted enqueues from `tmp/`, finishes interrupted moves, and loads every mail with
-    /// no claims. Fails with `Locked` if another process has the spool open.
+    /// no claims. Fails with `Locked` if the spool is open elsewhere — another process, or
+    /// another `Store` in this process (the `flock` belongs to the open file).
     pub fn open(data_dir: &Path, config: QueueConfig) -> Result<Store, QueueError> {
         config.validate()?;
         let root = data_dir.join("spool");
