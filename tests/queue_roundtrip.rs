@@ -394,3 +394,18 @@ async fn enqueue_wakes_a_waiting_worker() {
     let got = tokio::time::timeout(Duration::from_secs(10), worker).await;
     assert_eq!(got.unwrap().unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_mail_is_skipped_not_hammered() {
+    // Guards: a claimed mail whose files vanished is skipped and not handed out again.
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = open(tmp.path());
+    let bad = spool.enqueue_at(&rec(1), &message(1), t0()).await.unwrap();
+    let good = spool.enqueue_at(&rec(2), &message(2), t0()).await.unwrap();
+    fs::remove_file(spool.message_path(&bad).unwrap()).unwrap();
+    let got = spool.claim_due(t0(), 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, good);
+    assert!(spool.claim_due(t0(), 10).await.unwrap().is_empty());
+    assert!(spool.list(MailState::Active).iter().all(|s| s.claimed));
+}
