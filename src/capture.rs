@@ -124,16 +124,25 @@ impl Capture {
         match (matched.kind, extracted) {
             (MatchKind::Upload, Extracted::Upload(files, key)) => {
                 let count = files.len();
-                let ticket = {
+                let captured = {
                     let mut uploads = self.uploads();
                     uploads.expire(Instant::now());
                     uploads.capture(rule.upload_group(), &key, files, Instant::now())
                 };
-                tracing::info!(rule = rule.name(), files = count, "upload captured");
-                let hook = self.clone().upload_hook(rule.name().to_string(), ticket);
+                // The upload always reaches the webmail; only mailtap's copy may be refused.
+                let on_response = match captured {
+                    Ok(ticket) => {
+                        tracing::info!(rule = rule.name(), files = count, "upload captured");
+                        Some(self.clone().upload_hook(rule.name().to_string(), ticket))
+                    }
+                    Err(e) => {
+                        tracing::warn!(rule = rule.name(), error = %e, "upload not captured");
+                        None
+                    }
+                };
                 Outcome::Forward {
                     request: Request::from_parts(parts, full_body(body)),
-                    on_response: Some(hook),
+                    on_response,
                 }
             }
             (_, Extracted::Send(draft)) => self.send(rule, draft, parts, body, info, &head).await,

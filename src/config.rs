@@ -13,6 +13,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::intercept::{InterceptConfig, RuleConfig, RuleSet};
+use crate::queue::QueueConfig;
+use crate::translog::LogConfig;
+
 /// The whole configuration file. Absent sections take their defaults, so an empty file (or no
 /// file at all) is the zero-configuration run.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -21,6 +25,66 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Hostname → address overrides applied before DNS (like `curl --resolve`).
     pub resolve: BTreeMap<String, IpAddr>,
+    pub limits: LimitsConfig,
+    pub paths: PathsConfig,
+    pub intercept: InterceptConfig,
+    /// Envelope sender per webmail host (`host` or `*.domain`), for webmails whose send request
+    /// carries only an identity id.
+    pub senders: BTreeMap<String, String>,
+    /// Extra or overriding interception rules (`[[rule]]`); built-ins ship in the binary.
+    pub rule: Vec<RuleConfig>,
+    pub queue: QueueConfig,
+    pub log: LogConfig,
+}
+
+/// `[limits]`: sizes mailtap enforces on intercepted mail.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest rendered message relayed; a larger one is stored rejected and reported.
+    pub max_message_bytes: u64,
+    /// Largest intercepted request body read; a larger one gets 413 and is not forwarded.
+    pub max_intercept_body_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 10 * 1024 * 1024,
+            max_intercept_body_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[paths]`: where runtime data lives (relative paths are relative to the working directory).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Spool, built-in mailbox and CA live under here.
+    pub data: PathBuf,
+    /// `Log-*.txt` transcripts are written here.
+    pub logs: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            data: PathBuf::from("data"),
+            logs: PathBuf::from("logs"),
+        }
+    }
+}
+
+impl Config {
+    /// The active interception rules: config rules first, then the built-ins they don't replace.
+    pub fn rule_set(&self) -> Result<RuleSet, ConfigError> {
+        RuleSet::with_config(self.intercept.builtin_rules, self.rule.clone()).map_err(|e| {
+            ConfigError::Invalid {
+                key: "rule",
+                reason: e.to_string(),
+            }
+        })
+    }
 }
 
 /// `[proxy]`: the listening side, access control, limits and timeouts.
@@ -244,6 +308,30 @@ impl Config {
                 });
             }
         }
+        let limits = &self.limits;
+        if limits.max_message_bytes == 0 || limits.max_intercept_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits",
+                reason: "limits must be greater than 0".into(),
+            });
+        }
+        if usize::try_from(limits.max_intercept_body_bytes).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_intercept_body_bytes",
+                reason: "too large for this machine".into(),
+            });
+        }
+        self.queue.validate().map_err(|e| ConfigError::Invalid {
+            key: "queue",
+            reason: e.to_string(),
+        })?;
+        for (host, sender) in &self.senders {
+            crate::mail::address::validate_addr(sender).map_err(|e| ConfigError::Invalid {
+                key: "senders",
+                reason: format!("{host} = {sender:?}: {e}"),
+            })?;
+        }
+        self.rule_set()?;
         Ok(())
     }
 }

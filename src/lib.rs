@@ -12,9 +12,15 @@
 //! - [`intercept`]: interception rules (built-in TOML + `[[rule]]`), body decoders and
 //!   extractors, upload correlation, sender resolution.
 //! - [`mail`]: the `MailRecord`, address parsing/validation, MIME rendering and checks.
+//! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
+//! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
+//! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
 
 pub mod app;
+pub mod capture;
 pub mod config;
 pub mod intercept;
 pub mod mail;
 pub mod proxy;
+pub mod queue;
+pub mod translog;

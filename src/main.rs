@@ -52,6 +52,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = match &cli.config {
         Some(path) => match Config::load(path) {
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let app = match App::start(&config, None).await {
+        let app = match App::start(&config).await {
             Ok(app) => app,
             Err(e) => {
                 eprintln!("mailtap: {e}");

@@ -53,8 +53,10 @@ fn check_config_reports_the_bad_key() {
 #[test]
 fn banner_then_clean_exit_on_sigterm() {
     // Guards the zero-config start: banner with listen address and PAC URL; SIGTERM exits 0.
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

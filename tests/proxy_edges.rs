@@ -273,7 +273,7 @@ impl Interceptor for TestInterceptor {
         matches!(head.uri.path(), "/intercept" | "/rewrite")
     }
     fn intercept(
-        &self,
+        self: Arc<Self>,
         request: Request<Incoming>,
         info: ClientInfo,
     ) -> BoxFuture<'static, Outcome> {

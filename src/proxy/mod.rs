@@ -80,7 +80,7 @@ pub trait Interceptor: Send + Sync + 'static {
     fn wants(&self, head: &RequestHead<'_>) -> bool;
     /// Handles a request `wants` took. The request URI is absolute-form.
     fn intercept(
-        &self,
+        self: Arc<Self>,
         request: Request<Incoming>,
         info: ClientInfo,
     ) -> BoxFuture<'static, Outcome>;

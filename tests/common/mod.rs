@@ -26,6 +26,9 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A running mailtap.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Data and logs directory (`data/`, `logs/` inside), removed when dropped.
+    pub dir: tempfile::TempDir,
+    pub spool: mailtap::queue::Spool<mailtap::mail::MailRecord>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -55,21 +58,30 @@ impl Running {
     }
 }
 
-/// Starts mailtap with `[proxy].listen = 127.0.0.1:0` plus `extra` TOML.
+/// Starts mailtap with `[proxy].listen = 127.0.0.1:0`, data and logs in a temp dir, plus
+/// `extra` TOML; `interceptor` replaces the webmail interceptor when given.
 pub async fn start(extra: &str, interceptor: Option<Arc<dyn Interceptor>>) -> Running {
+    let dir = tempfile::tempdir().unwrap();
     let text = format!("{extra}\n");
     let mut config = Config::parse(&text).expect("test config parses");
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
-    let app = App::start(&config, interceptor)
-        .await
-        .expect("mailtap starts");
+    config.paths.data = dir.path().join("data");
+    config.paths.logs = dir.path().join("logs");
+    let app = match interceptor {
+        Some(i) => App::start_with(&config, i).await,
+        None => App::start(&config).await,
+    }
+    .expect("mailtap starts");
     let addr = app.proxy_addr();
+    let spool = app.spool().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {
         let _ = rx.await;
     }));
     Running {
         addr,
+        dir,
+        spool,
         stop: Some(tx),
         task,
     }

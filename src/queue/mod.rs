@@ -1,0 +1,313 @@
+//! Durable spool: mailtap's durability line between interception and relay.
+//!
+//! Owns the on-disk queue under `<data>/spool/` (layout and commit points in [`store`]), the
+//! retry policy ([`QueueConfig`]), the claim protocol between relay workers, and the wake-up of
+//! sleeping workers. It does not build messages, talk SMTP, or decide *whether* an error is
+//! transient — callers say complete / defer / fail.
+//!
+//! API style: [`Spool::open`], [`Spool::list`], [`Spool::next_due`], [`Spool::release`] are
+//! synchronous and cheap except `open` (which scans the spool; call it at startup). Every other
+//! method is `async` and runs its blocking filesystem work on tokio's blocking pool
+//! (`spawn_blocking`), so it needs a tokio runtime.
+//!
+//! Worker pattern (no polling):
+//! ```text
+//! loop {
+//!     let wake = spool.notified();            // register interest first, then look
+//!     let mails = spool.claim_due(Utc::now(), n).await?;
+//!     if mails.is_empty() {
+//!         select! { _ = wake => {}, _ = sleep_until(spool.next_due()) => {} }
+//!     }
+//!     ... deliver, then complete / defer / fail each claimed mail ...
+//! }
+//! ```
+
+mod config;
+mod error;
+pub mod failpoint;
+mod group_sync;
+mod id;
+mod meta;
+pub mod store;
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+pub use config::QueueConfig;
+pub use error::QueueError;
+pub use id::MailId;
+pub use meta::{MailMeta, MailState, MailSummary, RcptStatus};
+pub use store::RecoveryReport;
+
+use store::{Access, Store};
+
+/// A mail handed to one worker by [`Spool::claim_due`]; nobody else gets it until the worker
+/// calls complete / defer / fail / release, or the process restarts.
+#[derive(Debug)]
+pub struct Claimed<R> {
+    pub id: MailId,
+    /// Metadata as committed at claim time (record, attempts, per-recipient status).
+    pub meta: MailMeta<R>,
+    /// The message bytes, exactly as enqueued.
+    pub message: Vec<u8>,
+    /// The mail's directory at claim time (for logs and the UI).
+    pub dir: PathBuf,
+}
+
+/// Handle to the spool; cheap to clone, shareable between tasks. `R` is the record type stored
+/// with each message (the interception side's `MailRecord`).
+pub struct Spool<R> {
+    store: Arc<Store>,
+    notify: Arc<Notify>,
+    _record: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Spool<R> {
+    fn clone(&self) -> Self {
+        Spool {
+            store: Arc::clone(&self.store),
+            notify: Arc::clone(&self.notify),
+            _record: PhantomData,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, QueueError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?
+}
+
+impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
+    /// Opens `<data_dir>/spool` (created if missing), locks it against other processes, and
+    /// recovers it: uncommitted enqueues are removed, interrupted state moves finished, and
+    /// every active/deferred mail is unclaimed (claims lost by a crash become due again).
+    /// Synchronous and blocking; see [`Spool::recovery_report`] for what it found. Fails with
+    /// [`QueueError::Locked`] while another `Spool` (any process) has the same spool open.
+    pub fn open(data_dir: impl AsRef<Path>, config: QueueConfig) -> Result<Spool<R>, QueueError> {
+        let store = Store::open(data_dir.as_ref(), config)?;
+        let rep = store.recovery();
+        tracing::info!(
+            spool = %store.root().display(),
+            active = rep.loaded[0], deferred = rep.loaded[1],
+            delivered = rep.loaded[2], failed = rep.loaded[3],
+            tmp_removed = rep.tmp_removed, moved = rep.moved, corrupt = rep.corrupt.len(),
+            "spool opened"
+        );
+        Ok(Spool {
+            store: Arc::new(store),
+            notify: Arc::new(Notify::new()),
+            _record: PhantomData,
+        })
+    }
+
+    /// What recovery found and repaired when the spool was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        self.store.recovery()
+    }
+
+    /// The `spool/` directory.
+    pub fn dir(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// The retry policy in force.
+    pub fn config(&self) -> &QueueConfig {
+        self.store.config()
+    }
+
+    /// [`Spool::enqueue_at`] with the current time.
+    pub async fn enqueue(&self, record: &R, message: &[u8]) -> Result<MailId, QueueError> {
+        self.enqueue_at(record, message, Utc::now()).await
+    }
+
+    /// Stores `message` and `record` as a new active mail created (and due) at `now`.
+    ///
+    /// Returns only once the mail is durable: both files and the mail directory fsync'd, the
+    /// commit rename done, and `active/` fsync'd (that last fsync is shared between concurrent
+    /// enqueues). On error nothing is visible in the spool. Wakes one waiting worker.
+    pub async fn enqueue_at(
+        &self,
+        record: &R,
+        message: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<MailId, QueueError> {
+        let id = self.store.new_id(now);
+        let meta = MailMeta::new(id.clone(), record, message.len() as u64, now);
+        let created = meta.created;
+        let json = serde_json::to_vec_pretty(&meta).map_err(|source| QueueError::Json {
+            op: "serialise record",
+            path: self.store.root().join("tmp").join(id.as_str()),
+            source,
+        })?;
+        let message = message.to_vec();
+        let store = Arc::clone(&self.store);
+        let id2 = id.clone();
+        blocking(move || store.write_new(&id2, created, &json, &message)).await?;
+        tracing::debug!(%id, bytes = meta.message_bytes, "enqueued");
+        self.notify.notify_one();
+        Ok(id)
+    }
+
+    /// Claims up to `max` mails due at `now`, earliest due first, and reads them. A mail whose
+    /// files cannot be read is logged and left claimed (so it is not retried in a tight loop)
+    /// until restart; the others are returned.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<Claimed<R>>, QueueError> {
+        let ids = self.store.claim_ids(now, max);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match store.read::<R>(&id, true) {
+                    Ok((meta, message, dir)) => out.push(Claimed {
+                        id,
+                        meta,
+                        message: message.unwrap_or_default(),
+                        dir,
+                    }),
+                    Err(e) => {
+                        tracing::error!(%id, error = %e, "claimed mail unreadable; left claimed");
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Finishes a claimed mail as delivered, recording `per_rcpt` (which may include
+    /// recipients refused permanently). `NotClaimed` if the caller holds no claim.
+    pub async fn complete(
+        &self,
+        id: &MailId,
+        per_rcpt: &[(String, RcptStatus)],
+    ) -> Result<(), QueueError> {
+        let per_rcpt = per_rcpt.to_vec();
+        self.change(id, Access::Claimer, move |m, _| m.apply_complete(&per_rcpt))
+            .await
+            .map(|_| ())
+    }
+
+    /// Records a temporary failure of a claimed mail at `now`: the next attempt is scheduled by
+    /// the retry policy (state deferred), or — once the mail is older than the give-up age —
+    /// it fails. Returns the new state ([`MailState::Deferred`] or [`MailState::Failed`]).
+    pub async fn defer(
+        &self,
+        id: &MailId,
+        per_rcpt: &[(String, RcptStatus)],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<MailState, QueueError> {
+        let per_rcpt = per_rcpt.to_vec();
+        let error = error.to_string();
+        let policy = self.store.config().clone();
+        let st = self
+            .change(id, Access::Claimer, move |m, _| {
+                m.apply_defer(&per_rcpt, &error, now, &policy)
+            })
+            .await?;
+        // A new due time may be earlier than what sleeping workers wait for.
+        self.notify.notify_one();
+        Ok(st)
+    }
+
+    /// Fails a mail permanently with `reason` (open recipients fail too). Allowed for a claimed
+    /// mail (by its claimer; counts as an attempt) or an unclaimed one (e.g. from the UI).
+    pub async fn fail(&self, id: &MailId, reason: &str) -> Result<(), QueueError> {
+        let reason = reason.to_string();
+        self.change(id, Access::AnyRelease, move |m, claimed| {
+            m.apply_fail(&reason, claimed)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Replaces the stored record of an active or deferred mail; state, attempts and claim are
+    /// unchanged. `Finished` for delivered/failed mails.
+    pub async fn update_record(&self, id: &MailId, record: &R) -> Result<(), QueueError> {
+        let value = serde_json::to_value(record).map_err(|source| QueueError::Json {
+            op: "serialise record",
+            path: self.store.mail_dir(id).unwrap_or_default(),
+            source,
+        })?;
+        self.change(id, Access::AnyKeep, move |m, _| m.record = value)
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads the current metadata of `id` (any state); `Ok(None)` if the spool has no such
+    /// mail. The message itself is at [`Spool::message_path`].
+    pub async fn get(&self, id: &MailId) -> Result<Option<MailMeta<R>>, QueueError> {
+        let store = Arc::clone(&self.store);
+        let id = id.clone();
+        blocking(move || match store.read::<R>(&id, false) {
+            Ok((meta, _, _)) => Ok(Some(meta)),
+            Err(QueueError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Where the `.eml` of `id` is right now (it moves with state changes).
+    pub fn message_path(&self, id: &MailId) -> Option<PathBuf> {
+        self.store.mail_dir(id).map(|d| d.join(store::MESSAGE_FILE))
+    }
+
+    /// Gives up a claim without changing the mail (e.g. on shutdown); it is due again at its
+    /// recorded `next_attempt`. Wakes one waiting worker.
+    pub fn release(&self, id: &MailId) -> Result<(), QueueError> {
+        self.store.release(id)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// A snapshot of the mails in `state`, earliest `next_attempt` first. From memory; cheap.
+    pub fn list(&self, state: MailState) -> Vec<MailSummary> {
+        self.store.list(state)
+    }
+
+    /// The earliest due time among unclaimed active/deferred mails, for a worker to sleep
+    /// until; `None` when nothing waits.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.store.next_due()
+    }
+
+    /// A future completing on the next wake-up (enqueue, defer, release). Create it *before*
+    /// calling `claim_due` so a wake-up in between is not lost; a wake-up with no waiter is
+    /// stored and completes the next `notified()` at once.
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// The shared `Notify`, for workers that need an owned handle.
+    pub fn notify_handle(&self) -> Arc<Notify> {
+        Arc::clone(&self.notify)
+    }
+
+    async fn change(
+        &self,
+        id: &MailId,
+        access: Access,
+        f: impl FnOnce(&mut MailMeta<serde_json::Value>, bool) + Send + 'static,
+    ) -> Result<MailState, QueueError> {
+        let store = Arc::clone(&self.store);
+        let id = id.clone();
+        blocking(move || store.change(&id, access, f)).await
+    }
+}
