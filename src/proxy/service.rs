@@ -93,19 +93,21 @@ pub async fn handle(
             info: &ctx.info,
         };
         if interceptor.wants(&head) {
-            return Ok(match interceptor.clone().intercept(request, ctx.info).await {
-                Outcome::Respond(response) => response,
-                Outcome::Forward {
-                    request,
-                    on_response,
-                } => {
-                    let response = ctx.shared.forwarder.forward(request).await;
-                    match on_response {
-                        Some(hook) => hook(response).await,
-                        None => response,
+            return Ok(
+                match interceptor.clone().intercept(request, ctx.info).await {
+                    Outcome::Respond(response) => response,
+                    Outcome::Forward {
+                        request,
+                        on_response,
+                    } => {
+                        let response = ctx.shared.forwarder.forward(request).await;
+                        match on_response {
+                            Some(hook) => hook(response).await,
+                            None => response,
+                        }
                     }
-                }
-            });
+                },
+            );
         }
     }
     let request = request.map(|b| b.boxed());

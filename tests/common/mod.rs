@@ -302,3 +302,4 @@ pub async fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod samples;

@@ -1,0 +1,465 @@
+//! Webmail interception through a running mailtap: every sample replayed over a real socket
+//! lands in the durable spool exactly as its expected.json says, the browser gets the webmail's
+//! own "sent" answer, and everything that is not a send reaches the webmail byte-exact.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use common::samples::*;
+use common::*;
+use mailtap::queue::MailState;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One request as the fake webmail received it.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A fake webmail: answers each request with the next canned response (default `200 ok`) and
+/// records what it received.
+struct Webmail {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    next_response: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+const OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nwebmail ok\n";
+
+async fn webmail() -> Webmail {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let next_response: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let (rx, nx) = (received.clone(), next_response.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (rx, nx) = (rx.clone(), nx.clone());
+            tokio::spawn(async move {
+                // One request per connection is enough for these tests; bounded loop anyway.
+                for _ in 0..100 {
+                    let head = read_head(&mut s).await;
+                    if head.is_empty() {
+                        return;
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    rx.lock().unwrap().push(Received { head, body });
+                    let response = nx.lock().unwrap().take().unwrap_or_else(|| OK.to_vec());
+                    if s.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Webmail {
+        addr,
+        received,
+        next_response,
+    }
+}
+
+/// The sample's bytes with its request target pointed at `port` (the host name stays, and
+/// `[resolve]` sends it to 127.0.0.1).
+fn retarget(bytes: &[u8], port: u16) -> Vec<u8> {
+    let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+    let line = std::str::from_utf8(&bytes[..line_end]).unwrap();
+    let (method, rest) = line.split_once(' ').unwrap();
+    let (target, version) = rest.rsplit_once(' ').unwrap();
+    let after_scheme = target.strip_prefix("http://").unwrap();
+    let (host, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
+    let mut out = format!("{method} http://{host}:{port}{path} {version}").into_bytes();
+    out.extend_from_slice(&bytes[line_end..]);
+    out
+}
+
+fn sample_hosts() -> BTreeSet<String> {
+    let mut hosts = BTreeSet::new();
+    for dir in dirs() {
+        for f in files(&dir, |f| {
+            f.ends_with(".http") && !f.ends_with(".response.http")
+        }) {
+            let req = parse_request(&dir.join(f));
+            hosts.insert(req.uri.host().unwrap().to_string());
+        }
+    }
+    hosts
+}
+
+fn resolve_all() -> String {
+    let mut s = String::from("[resolve]\n");
+    for h in sample_hosts() {
+        s.push_str(&format!("\"{h}\" = \"127.0.0.1\"\n"));
+    }
+    s
+}
+
+/// Sends one raw request through the proxy and returns the whole response (head + body).
+async fn send(proxy: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// Replays one sample (uploads first, with their canned responses) and returns the response to
+/// the send.
+async fn replay(mt: &Running, web: &Webmail, dir: &Path, name: &str) -> String {
+    let mut order = files(dir, |f| {
+        f.starts_with(&format!("{name}-upload"))
+            && f.ends_with(".http")
+            && !f.ends_with(".response.http")
+    });
+    order.push(format!("{name}.http"));
+    let mut last = String::new();
+    for file in order {
+        let canned = dir.join(file.replace(".http", ".response.http"));
+        if canned.exists() {
+            *web.next_response.lock().unwrap() = Some(std::fs::read(&canned).unwrap());
+        }
+        let bytes = std::fs::read(dir.join(&file)).unwrap();
+        last = send(mt.addr, &retarget(&bytes, web.addr.port())).await;
+    }
+    last
+}
+
+/// Every record now in the spool's active state, with its spool id.
+async fn queued_with_ids(mt: &Running) -> Vec<(mailtap::queue::MailId, mailtap::mail::MailRecord)> {
+    let mut out = Vec::new();
+    for summary in mt.spool.list(MailState::Active) {
+        let meta = mt.spool.get(&summary.id).await.unwrap().unwrap();
+        out.push((summary.id, meta.record));
+    }
+    out
+}
+
+async fn queued(mt: &Running) -> Vec<mailtap::mail::MailRecord> {
+    queued_with_ids(mt)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+async fn conformance(dir: &Path) {
+    let web = webmail().await;
+    // Roundcube, SquirrelMail and RainLoop send an identity id, not an address.
+    let config = format!(
+        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
+    let names: Vec<String> = files(dir, |f| f.ends_with(".expected.json"))
+        .into_iter()
+        .map(|f| f.trim_end_matches(".expected.json").to_string())
+        .collect();
+    assert!(!names.is_empty());
+    for name in &names {
+        let before = web.received.lock().unwrap().len();
+        let uploads = files(dir, |f| {
+            f.starts_with(&format!("{name}-upload"))
+                && f.ends_with(".http")
+                && !f.ends_with(".response.http")
+        })
+        .len();
+        let response = replay(&mt, &web, dir, name).await;
+        // The send never reaches the webmail (relay mode); the uploads do.
+        assert_eq!(
+            web.received.lock().unwrap().len() - before,
+            uploads,
+            "{name}"
+        );
+        assert!(
+            !response.starts_with("HTTP/1.1 5") && !response.contains("webmail ok"),
+            "{name}: {response}"
+        );
+        let mut want: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{name}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let rejected = want.as_object_mut().unwrap().remove("rejected");
+        let records = queued(&mt).await;
+        let record = records
+            .iter()
+            .find(|r| as_expected(r) == want)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name}: no queued record equals expected.json; queued: {:#?}",
+                    records.iter().map(as_expected).collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(
+            record.rejected.as_ref().map(|r| kind_name(&r.kind)),
+            rejected.as_ref().and_then(Value::as_str),
+            "{name}"
+        );
+        assert_eq!(
+            record.source.client.ip(),
+            std::net::IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(record.source.proxy, mt.addr);
+        assert!(
+            record.http_head.contains("<redacted>")
+                || !record.http_head.to_ascii_lowercase().contains("cookie"),
+            "{}",
+            record.http_head
+        );
+        assert!(
+            !record.http_response_head.is_empty(),
+            "{name}: response head not kept"
+        );
+    }
+    assert_eq!(queued(&mt).await.len(), names.len());
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn shared_samples_land_in_the_spool_as_expected() {
+    // Guards the conformance line: ../shared samples through a live proxy equal expected.json.
+    let [shared, _] = dirs();
+    conformance(&shared).await;
+}
+
+#[tokio::test]
+async fn own_samples_land_in_the_spool_as_expected() {
+    // Guards mailtap's own fixtures (163, SquirrelMail 1.5, old SnappyMail, RainLoop, GB18030…).
+    let [_, own] = dirs();
+    conformance(&own).await;
+}
+
+#[tokio::test]
+async fn roundcube_gets_its_own_sent_page() {
+    // Guards the relay response: Roundcube's iframe page with _unlock and _id filled in.
+    let web = webmail().await;
+    let mt = start(&resolve_all(), None).await;
+    let [shared, _] = dirs();
+    let response = replay(&mt, &web, &shared, "roundcube").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("parent.rcmail.iframe_loaded(\"loading1723456800123\")"),
+        "{response}"
+    );
+    assert!(response.contains("sent_successfully("), "{response}");
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn drafts_and_other_posts_reach_the_webmail_byte_exact() {
+    // Guards pass-through: drafts, autosaves and non-send posts are forwarded unchanged.
+    let web = webmail().await;
+    let mt = start(&resolve_all(), None).await;
+    let mut count = 0;
+    for dir in dirs() {
+        for file in files(&dir, |f| f.ends_with(".passthrough.http")) {
+            let bytes = std::fs::read(dir.join(&file)).unwrap();
+            let original = parse_request(&dir.join(&file));
+            let response = send(mt.addr, &retarget(&bytes, web.addr.port())).await;
+            assert!(response.contains("webmail ok"), "{file}: {response}");
+            let got = web.received.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(got.body, original.body, "{file}: body changed");
+            // Every end-to-end header arrives with its value (hop-by-hop ones are dropped).
+            for (name, value) in &original.headers {
+                if ["proxy-connection", "connection", "keep-alive", "host"].contains(&name.as_str())
+                {
+                    continue;
+                }
+                let line = format!("{}: {}", name, value.to_str().unwrap()).to_ascii_lowercase();
+                assert!(
+                    got.head.to_ascii_lowercase().contains(&line),
+                    "{file}: {line} missing in {}",
+                    got.head
+                );
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 6, "only {count} pass-through fixtures");
+    assert!(queued(&mt).await.is_empty());
+    // A POST to a webmail host that no rule matches is forwarded byte-exact too.
+    let body = "_task=settings&_action=save-pref&x=%2B1";
+    let raw = format!(
+        "POST http://webmail.example.test:{}/roundcube/?_task=settings HTTP/1.1\r\nHost: webmail.example.test\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        web.addr.port(),
+        body.len()
+    );
+    let response = send(mt.addr, raw.as_bytes()).await;
+    assert!(response.contains("webmail ok"), "{response}");
+    assert_eq!(
+        web.received.lock().unwrap().last().unwrap().body,
+        body.as_bytes()
+    );
+    mt.shutdown().await;
+}
+
+fn form_send(port: u16, to: &str, subject: &str) -> Vec<u8> {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let body = format!(
+        "_token=t&_task=mail&_action=send&_id=42&_from=1&_to={}&_cc=&_bcc=&_subject={}&_is_html=0&_message=hello&_draft=",
+        enc(to),
+        enc(subject)
+    );
+    format!(
+        "POST http://webmail.example.test:{port}/roundcube/?_task=mail&_unlock=loading7&_framed=1 HTTP/1.1\r\n\
+         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn invalid_and_hostile_addresses_are_stored_rejected_with_the_reason() {
+    // Guards "nothing is lost": bad input is queued rejected (for an error report), never dropped,
+    // and CR/LF in values never becomes a header or an SMTP command.
+    let web = webmail().await;
+    let config = format!(
+        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
+    let port = web.addr.port();
+    send(mt.addr, &form_send(port, "bob@example.org, chengli@", "ok")).await;
+    send(mt.addr, &form_send(port, "", "nobody")).await;
+    send(
+        mt.addr,
+        &form_send(
+            port,
+            "bob@example.org\r\nRCPT TO:<evil@example.net>",
+            "x\r\nBcc: evil@example.net",
+        ),
+    )
+    .await;
+    send(mt.addr, &form_send(port, "bob@example.org", "fine")).await;
+    let records = queued(&mt).await;
+    assert_eq!(records.len(), 4);
+    let by_subject = |s: &str| records.iter().find(|r| r.subject.starts_with(s)).unwrap();
+    let bad = by_subject("ok")
+        .rejected
+        .as_ref()
+        .expect("invalid address not rejected");
+    assert!(bad.reason.contains("chengli@"), "{}", bad.reason);
+    let none = by_subject("nobody")
+        .rejected
+        .as_ref()
+        .expect("no recipients not rejected");
+    assert!(none.reason.contains("no recipients"), "{}", none.reason);
+    let hostile = by_subject("x");
+    assert!(
+        hostile.rejected.is_some(),
+        "hostile CR/LF recipient accepted"
+    );
+    let fine = by_subject("fine");
+    assert!(fine.rejected.is_none(), "{:?}", fine.rejected);
+    assert_eq!(fine.sender, "lilei@example.com");
+    // The stored message of the hostile one has no injected header.
+    let (id, _) = queued_with_ids(&mt)
+        .await
+        .into_iter()
+        .find(|(_, r)| r.subject.starts_with('x'))
+        .unwrap();
+    let eml = std::fs::read(mt.spool.message_path(&id).unwrap()).unwrap();
+    let text = String::from_utf8_lossy(&eml);
+    assert!(
+        !text.contains("\r\nBcc:") && !text.contains("\r\nRCPT TO"),
+        "{text}"
+    );
+    assert!(
+        web.received.lock().unwrap().is_empty(),
+        "a send reached the webmail"
+    );
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_cap_get_413_and_are_not_forwarded() {
+    // Guards [limits].max_intercept_body_bytes: 413 with a clear text, nothing forwarded half.
+    let web = webmail().await;
+    let config = format!(
+        "{}\n[limits]\nmax_intercept_body_bytes = 4096\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
+    let big = "y".repeat(10_000);
+    let response = send(
+        mt.addr,
+        &form_send(web.addr.port(), "bob@example.org", &big),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("max_intercept_body_bytes"), "{response}");
+    assert!(web.received.lock().unwrap().is_empty());
+    assert!(queued(&mt).await.is_empty());
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_config_rule_intercepts_a_made_up_webmail() {
+    // Guards [[rule]] from the config file: a new webmail works without recompiling.
+    let web = webmail().await;
+    let config = format!(
+        "{}\n\"mail.made-up.test\" = \"127.0.0.1\"\n\
+         [[rule]]\nname = \"made-up\"\nhosts = [\"mail.made-up.test\"]\npath = \"^/api/send$\"\ndecoder = \"json\"\n\
+         sender = \"me@made-up.test\"\n\
+         [rule.fields]\nto = \"rcpt\"\nsubject = \"title\"\ntext = \"body\"\n\
+         [rule.response]\ncontent_type = \"application/json\"\nbody = '{{\"ok\":true}}'\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
+    let body =
+        r#"{"rcpt":"Bob <bob@example.org>; carol@example.net","title":"made up","body":"hi"}"#;
+    let raw = format!(
+        "POST http://mail.made-up.test:{}/api/send HTTP/1.1\r\nHost: mail.made-up.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        web.addr.port(),
+        body.len()
+    );
+    let response = send(mt.addr, raw.as_bytes()).await;
+    assert!(response.ends_with("{\"ok\":true}"), "{response}");
+    let records = queued(&mt).await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.source.rule, "made-up");
+    assert_eq!(r.sender, "me@made-up.test");
+    assert_eq!(
+        r.to.iter().map(|m| m.addr.as_str()).collect::<Vec<_>>(),
+        ["bob@example.org", "carol@example.net"]
+    );
+    assert_eq!(r.to[0].name.as_deref(), Some("Bob"));
+    assert_eq!(r.text.as_deref(), Some("hi"));
+    assert!(web.received.lock().unwrap().is_empty());
+    mt.shutdown().await;
+}
