@@ -285,6 +285,7 @@ impl Conn {
         let secs = self.cfg().data_timeout_secs;
         let mut msg = Vec::with_capacity(8192);
         let mut oversize = false;
+        let mut at_line_start = true;
         // Bounded by MAX_DATA_LINE per line and the data timeout per read; the client
         // must end with CRLF.CRLF. Only a "." line ending in CRLF terminates (no smuggling).
         loop {
@@ -296,11 +297,15 @@ impl Conn {
                     return Err(std::io::Error::other("data line too long"));
                 }
             };
-            if line == b".\r\n" {
+            // A line starts only after CRLF: a bare LF is content, not a line ending, so
+            // neither the terminator nor unstuffing applies after one (SMTP smuggling).
+            let starts_line = at_line_start;
+            at_line_start = line.ends_with(b"\r\n");
+            if starts_line && line == b".\r\n" {
                 break;
             }
             // RFC 5321 §4.5.2: remove one leading dot.
-            let l = if line.first() == Some(&b'.') {
+            let l = if starts_line && line.first() == Some(&b'.') {
                 &line[1..]
             } else {
                 &line[..]

@@ -1,0 +1,401 @@
+//! The mailtap SMTP client against the built-in SMTP server, and raw dialogues with the server:
+//! storage with envelope, configured rejections, size limit, temp-fail, STARTTLS + AUTH.
+
+use mailtap::smtp::mailbox::Mailbox;
+use mailtap::smtp::server::BuiltinAuth;
+use mailtap::smtp::{
+    BuiltinServer, BuiltinSmtpConfig, ClientConfig, ConnectOptions, Envelope, Error, RcptStatus,
+    Secret, Session, Stage, Timeouts, TlsMode, VecTranscript,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+struct Running {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    cert_pem: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn mailbox(&self) -> PathBuf {
+        self.dir.path().join("mailbox")
+    }
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("server stops")
+            .expect("server task");
+    }
+}
+
+async fn start(cfg: BuiltinSmtpConfig) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BuiltinSmtpConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        command_timeout_secs: 5,
+        data_timeout_secs: 5,
+        ..cfg
+    };
+    let server = BuiltinServer::bind(cfg, dir.path().join("mailbox"))
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let cert_pem = server.certificate_pem().map(str::to_string);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        dir,
+        cert_pem,
+        stop: Some(tx),
+        task,
+    }
+}
+
+fn client_cfg(tls: TlsMode) -> ClientConfig {
+    ClientConfig {
+        host: "localhost".into(),
+        tls,
+        timeouts: Timeouts::uniform(5),
+        ..Default::default()
+    }
+}
+
+fn env(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        from: "sender@example.test".into(),
+        rcpts: rcpts.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+async fn connect(srv: &Running, t: &mut VecTranscript) -> Session {
+    let o = ConnectOptions {
+        addr: Some(srv.addr),
+        ..Default::default()
+    };
+    Session::connect(&client_cfg(TlsMode::None), &o, t)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn delivery_is_stored_with_envelope() {
+    // Guards: an accepted mail is stored as .eml (unstuffed, CRLF) plus its .json envelope.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await;
+    assert!(s.capabilities().pipelining && s.capabilities().smtputf8);
+    let msg = b"Subject: hi\n\n.hidden\nend\n";
+    let d = s
+        .send(&env(&["a@x.test", "b@y.test"]), msg, &mut t)
+        .await
+        .unwrap();
+    assert!(d.all_delivered());
+    let (local, _) = s.addrs();
+    s.quit(&mut t).await.unwrap();
+    let mails = Mailbox::list(&srv.mailbox()).unwrap();
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
+    assert_eq!(m.envelope.sender, "sender@example.test");
+    assert_eq!(m.envelope.recipients, vec!["a@x.test", "b@y.test"]);
+    assert_eq!(m.envelope.client_addr, local.to_string());
+    assert!(!m.envelope.tls);
+    let eml = std::fs::read(&m.eml_path).unwrap();
+    assert_eq!(eml, b"Subject: hi\r\n\r\n.hidden\r\nend\r\n");
+    assert_eq!(m.envelope.size, eml.len() as u64);
+    assert!(d.data_reply.unwrap().one_line().contains(&m.envelope.id));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_is_rejected_others_delivered() {
+    // Guards: reject_recipients default `nobody@*` → 550 5.1.1; the rest still get the mail.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await;
+    let d = s
+        .send(
+            &env(&["a@x.test", "nobody@x.test", "c@z.test"]),
+            b"Subject: x\r\n\r\nx",
+            &mut t,
+        )
+        .await
+        .unwrap();
+    match &d.per_rcpt[1].1 {
+        RcptStatus::Rejected(r) => {
+            assert_eq!(r.code, 550);
+            assert_eq!(r.enhanced.map(|e| e.to_string()).as_deref(), Some("5.1.1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        d.delivered().collect::<Vec<_>>(),
+        vec!["a@x.test", "c@z.test"]
+    );
+    // A second mail on the same session (RSET first) where everyone is rejected: no DATA.
+    let d = s
+        .send(&env(&["nobody@y.test"]), b"x", &mut t)
+        .await
+        .unwrap();
+    assert!(d.data_reply.is_none());
+    s.quit(&mut t).await.unwrap();
+    let mails = Mailbox::list(&srv.mailbox()).unwrap();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].envelope.recipients, vec!["a@x.test", "c@z.test"]);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn size_limit_enforced_on_both_sides() {
+    // Guards: the advertised SIZE makes the client refuse; the server itself refuses too.
+    let srv = start(BuiltinSmtpConfig {
+        max_message_bytes: 100,
+        ..Default::default()
+    })
+    .await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await;
+    let big = vec![b'x'; 500];
+    let err = s.send(&env(&["a@x.test"]), &big, &mut t).await.unwrap_err();
+    assert!(
+        matches!(err, Error::SizeExceeded { limit: 100, .. }),
+        "{err}"
+    );
+    s.quit(&mut t).await.unwrap();
+    // Raw client that lies about / omits SIZE.
+    let out = raw(
+        srv.addr,
+        &[
+            "EHLO raw\r\nMAIL FROM:<a@b> SIZE=1000\r\n",
+            "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+            &format!("{}\r\n.\r\nQUIT\r\n", "y".repeat(300)),
+        ],
+    )
+    .await;
+    assert!(
+        out.contains("552 5.3.4 Message size exceeds fixed maximum\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("354 "), "{out}");
+    assert!(
+        out.contains("552 5.3.4 Message size exceeds fixed maximum message size"),
+        "{out}"
+    );
+    assert!(Mailbox::list(&srv.mailbox()).unwrap().is_empty());
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn temp_fail_then_success() {
+    // Guards: temp_fail_first_n → the first MAIL gets 451 (transient), a later try delivers.
+    let srv = start(BuiltinSmtpConfig {
+        temp_fail_first_n: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await;
+    let err = s.send(&env(&["a@x.test"]), b"x", &mut t).await.unwrap_err();
+    assert_eq!(err.stage(), Stage::Mail);
+    assert!(err.is_transient());
+    assert_eq!(err.reply().map(|r| r.code), Some(451));
+    let d = s.send(&env(&["a@x.test"]), b"x", &mut t).await.unwrap();
+    assert!(d.all_delivered());
+    s.quit(&mut t).await.unwrap();
+    assert_eq!(Mailbox::list(&srv.mailbox()).unwrap().len(), 1);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn starttls_and_auth_against_builtin() {
+    // Guards: STARTTLS with the minted certificate plus AUTH; the envelope records both.
+    let var = "MAILTAP_TEST_BUILTIN_SMTP_PW_1";
+    std::env::set_var(var, "pw-123");
+    let srv = start(BuiltinSmtpConfig {
+        starttls: true,
+        auth: Some(BuiltinAuth {
+            username: "lab".into(),
+            password_env: var.into(),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let pem = srv.cert_pem.clone().unwrap();
+    let cert = native_tls::Certificate::from_pem(pem.as_bytes()).unwrap();
+    let cfg = ClientConfig {
+        username: Some("lab".into()),
+        password_env: Some(var.into()),
+        ..client_cfg(TlsMode::Starttls)
+    };
+    for (mech, want_ok) in [("right", true), ("wrong", false)] {
+        let o = ConnectOptions {
+            addr: Some(srv.addr),
+            extra_roots: vec![cert.clone()],
+            password: Some(Secret::new(if want_ok { "pw-123" } else { mech })),
+        };
+        let mut t = VecTranscript::new();
+        let r = Session::connect(&cfg, &o, &mut t).await;
+        if !want_ok {
+            let err = r.unwrap_err();
+            assert_eq!(
+                (err.stage(), err.reply().map(|r| r.code)),
+                (Stage::Auth, Some(535))
+            );
+            continue;
+        }
+        let mut s = r.unwrap();
+        assert!(s.tls_info().is_some());
+        assert!(s.capabilities().has_auth("PLAIN"));
+        s.send(&env(&["a@x.test"]), b"Subject: tls\r\n\r\nx", &mut t)
+            .await
+            .unwrap();
+        s.quit(&mut t).await.unwrap();
+        assert!(t.dialogue().contains(&"C: AUTH PLAIN <redacted>"));
+    }
+    let mails = Mailbox::list(&srv.mailbox()).unwrap();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].envelope.tls);
+    assert_eq!(mails[0].envelope.auth_user.as_deref(), Some("lab"));
+    srv.stop().await;
+}
+
+/// Sends each chunk in its own write (waiting briefly between), returns all server output.
+async fn raw(addr: SocketAddr, chunks: &[&str]) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    for ch in chunks {
+        c.write_all(ch.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn raw_dialogue_commands_and_errors() {
+    // Guards: the server's replies to each verb, sequencing errors and AUTH requirement.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let out = raw(
+        srv.addr,
+        &[
+            "MAIL FROM:<a@b>\r\nHELO raw\r\nVRFY x\r\nNOOP\r\nFOO\r\nRCPT TO:<c@d>\r\nDATA\r\n\
+           MAIL FROM:<é@b>\r\nMAIL FROM:<a@b> BOGUS=1\r\nRSET\r\nQUIT\r\n",
+        ],
+    )
+    .await;
+    let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
+    assert_eq!(
+        codes,
+        vec!["220", "503", "250", "252", "250", "500", "503", "503", "553", "555", "250", "221"],
+        "{out}"
+    );
+    let out = raw(srv.addr, &[&format!("EHLO {}\r\n", "x".repeat(5000))]).await;
+    assert!(out.contains("500 5.5.2 Line too long"), "{out}");
+    srv.stop().await;
+
+    let var = "MAILTAP_TEST_BUILTIN_SMTP_PW_2";
+    std::env::set_var(var, "pw");
+    let srv = start(BuiltinSmtpConfig {
+        auth: Some(BuiltinAuth {
+            username: "u".into(),
+            password_env: var.into(),
+        }),
+        ..Default::default()
+    })
+    .await;
+    // AUTH LOGIN with base64 "u" / "pw".
+    let out = raw(
+        srv.addr,
+        &[
+            "EHLO r\r\nMAIL FROM:<a@b>\r\n",
+            "AUTH LOGIN\r\n",
+            "dQ==\r\n",
+            "cHc=\r\n",
+            "MAIL FROM:<a@b>\r\nQUIT\r\n",
+        ],
+    )
+    .await;
+    assert!(out.contains("530 5.7.0"), "{out}");
+    assert!(
+        out.contains("334 VXNlcm5hbWU6") && out.contains("235 2.7.0"),
+        "{out}"
+    );
+    assert!(out.contains("250 2.1.0 Ok"), "{out}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn server_resists_smuggling_and_unstuffs() {
+    // Guards: only CRLF.CRLF ends DATA; bare-LF dots stay message content; pipelined
+    // commands after the terminator are processed as commands.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let out = raw(
+        srv.addr,
+        &[
+            "EHLO r\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+            "Subject: s\r\n\r\nx\n.\nMAIL FROM:<evil@e>\r\n..dot\r\n.\r\nNOOP\r\nQUIT\r\n",
+        ],
+    )
+    .await;
+    assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
+    assert!(out.ends_with("250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"), "{out}");
+    let mails = Mailbox::list(&srv.mailbox()).unwrap();
+    assert_eq!(mails.len(), 1);
+    let eml = std::fs::read(&mails[0].eml_path).unwrap();
+    assert_eq!(
+        eml,
+        b"Subject: s\r\n\r\nx\n.\nMAIL FROM:<evil@e>\r\n.dot\r\n"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn bind_errors_are_reported() {
+    // Guards: a missing AUTH password variable and a busy port are clear startup errors.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BuiltinSmtpConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Some(BuiltinAuth {
+            username: "u".into(),
+            password_env: "MAILTAP_TEST_SURELY_UNSET_VAR".into(),
+        }),
+        ..Default::default()
+    };
+    let err = BuiltinServer::bind(cfg, dir.path().join("m"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("MAILTAP_TEST_SURELY_UNSET_VAR"),
+        "{err}"
+    );
+    let first = BuiltinServer::bind(
+        BuiltinSmtpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        dir.path().join("m"),
+    )
+    .await
+    .unwrap();
+    let busy = BuiltinSmtpConfig {
+        listen: first.local_addr().unwrap(),
+        ..Default::default()
+    };
+    let err = BuiltinServer::bind(busy, dir.path().join("m"))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("cannot listen"), "{err}");
+}
