@@ -13,11 +13,23 @@ const MAILS: usize = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run in release with --ignored --nocapture"]
-async fn reused_session_throughput() {
+async fn reused_session_throughput_fsync() {
     // Guards: nothing timed — it reports mails/s and checks every mail was stored once.
+    run(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+async fn reused_session_throughput_no_fsync() {
+    // Guards: nothing timed — it reports mails/s with the server's fsync off.
+    run(false).await;
+}
+
+async fn run(fsync: bool) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = BuiltinSmtpConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        fsync,
         ..Default::default()
     };
     let server = BuiltinServer::bind(cfg, dir.path().join("mailbox"))
@@ -64,7 +76,7 @@ async fn reused_session_throughput() {
     s.quit(&mut t).await.unwrap();
     let rate = MAILS as f64 / took.as_secs_f64();
     println!(
-        "smtp bench: {MAILS} mails x 3 rcpts, {} bytes each, one session: {:.3} s = {rate:.0} mails/s",
+        "smtp bench (server fsync={fsync}): {MAILS} mails x 3 rcpts, {} bytes each, one session: {:.3} s = {rate:.0} mails/s",
         body.len(),
         took.as_secs_f64()
     );

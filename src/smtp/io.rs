@@ -188,7 +188,7 @@ mod tests {
             lb.read_line(&mut r, 100).await.unwrap(),
             Line::Eof(b"rest".to_vec())
         );
-        let long = vec![b'x'; 50];
+        let long = [b'x'; 50];
         let mut r = &long[..];
         let mut lb = LineBuf::new();
         assert_eq!(lb.read_line(&mut r, 10).await.unwrap(), Line::TooLong);

@@ -222,14 +222,11 @@ mod tests {
 
     fn parse_all(lines: &[&str]) -> Result<Option<Reply>, ReplyError> {
         let mut p = ReplyParser::new(512, 4);
-        let mut last = Ok(None);
+        let mut last = None;
         for l in lines {
-            last = p.push(l.as_bytes());
-            if last.is_err() {
-                return last;
-            }
+            last = p.push(l.as_bytes())?;
         }
-        last
+        Ok(last)
     }
 
     #[test]
@@ -294,7 +291,8 @@ mod tests {
     #[test]
     fn enhanced_code_table() {
         // Guards: enhanced status codes are recognised only when well-formed and class-consistent.
-        let cases: &[(&str, Option<(u8, u16, u16)>)] = &[
+        type Case<'a> = (&'a str, Option<(u8, u16, u16)>);
+        let cases: &[Case] = &[
             ("550 5.1.1 user unknown", Some((5, 1, 1))),
             ("451 4.3.0 try later", Some((4, 3, 0))),
             ("250 2.0.0", Some((2, 0, 0))),

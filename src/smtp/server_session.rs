@@ -19,6 +19,8 @@ use tokio::time::timeout;
 
 /// Longest DATA line accepted (RFC 5321 says 1000; be lenient, but bounded).
 const MAX_DATA_LINE: usize = 64 * 1024;
+/// Bytes of DATA accepted past `max_message_bytes` (discarded) before the server hangs up.
+const MAX_OVERRUN: usize = 16 * 1024 * 1024;
 /// Commands per connection before the server closes it.
 const MAX_COMMANDS: usize = 1_000_000;
 
@@ -195,7 +197,8 @@ impl Conn {
         if self.shared.acceptor.is_some() && !tls {
             lines.push("STARTTLS".into());
         }
-        if self.shared.password.is_some() {
+        // RFC 4954 §4: with STARTTLS configured, AUTH is offered only inside TLS.
+        if self.shared.password.is_some() && (tls || self.shared.acceptor.is_none()) {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         let n = lines.len();
@@ -286,6 +289,7 @@ impl Conn {
         let mut msg = Vec::with_capacity(8192);
         let mut oversize = false;
         let mut at_line_start = true;
+        let mut received = 0usize;
         // Bounded by MAX_DATA_LINE per line and the data timeout per read; the client
         // must end with CRLF.CRLF. Only a "." line ending in CRLF terminates (no smuggling).
         loop {
@@ -310,6 +314,13 @@ impl Conn {
             } else {
                 &line[..]
             };
+            received += line.len();
+            if received > max.saturating_add(MAX_OVERRUN) {
+                self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+                return Err(std::io::Error::other(
+                    "client kept sending past the size limit",
+                ));
+            }
             if msg.len() + l.len() > max {
                 oversize = true;
             } else if !oversize {
@@ -384,6 +395,11 @@ impl Conn {
             self.reply("502 5.5.1 AUTH not available");
             return Ok(());
         };
+        let tls = self.stream.as_ref().is_some_and(Stream::is_tls);
+        if self.shared.acceptor.is_some() && !tls {
+            self.reply("538 5.7.11 Encryption required for requested authentication mechanism");
+            return Ok(());
+        }
         if self.auth_user.is_some() || self.from.is_some() {
             self.reply("503 5.5.1 AUTH not allowed now");
             return Ok(());
@@ -472,7 +488,8 @@ mod tests {
     #[test]
     fn path_table() {
         // Guards: MAIL/RCPT argument parsing, including hostile and malformed paths.
-        let cases: &[(&str, &str, Option<(&str, &str)>)] = &[
+        type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
             ("FROM:<a@b>", "FROM:", Some(("a@b", ""))),
             ("from: <a@b> SIZE=10", "FROM:", Some(("a@b", "SIZE=10"))),
             ("FROM:<>", "FROM:", Some(("", ""))),
