@@ -83,6 +83,7 @@ async fn plain_send_is_byte_exact() {
     ];
     steps.extend(one_mail(&mail));
     let srv = ScriptServer::start(steps, None).await;
+    let srv_addr = srv.addr;
     let mut t = VecTranscript::new();
     let mut s = Session::connect(&cfg(TlsMode::None), &opts(srv.addr), &mut t)
         .await
@@ -99,7 +100,14 @@ async fn plain_send_is_byte_exact() {
     let mut want = vec!["EHLO client.test"];
     want.extend(client_mail_bytes(&mail));
     assert_eq!(rec.text(), wire(&want));
-    // The transcript shows commands and replies, and summarises the data.
+    // The transcript shows the connection, commands and replies, and summarises the data.
+    assert!(
+        t.lines[0].starts_with("* connected 127.0.0.1:"),
+        "{:?}",
+        t.lines[0]
+    );
+    assert!(t.lines[0].ends_with(&format!("-> {} (localhost)", srv_addr)));
+    assert_eq!(t.lines.last().map(String::as_str), Some("* closed"));
     let dia = t.dialogue();
     assert_eq!(dia[0], "S: 220 mx.test ESMTP");
     assert!(dia.contains(&"C: RCPT TO:<b@y.test>"));

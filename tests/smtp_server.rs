@@ -399,3 +399,74 @@ async fn bind_errors_are_reported() {
         .unwrap();
     assert!(err.to_string().contains("cannot listen"), "{err}");
 }
+
+#[tokio::test]
+async fn auth_needs_tls_when_starttls_is_on() {
+    // Guards: with STARTTLS configured, AUTH is not offered or accepted in clear text.
+    let var = "MAILTAP_TEST_BUILTIN_SMTP_PW_3";
+    std::env::set_var(var, "pw");
+    let srv = start(BuiltinSmtpConfig {
+        starttls: true,
+        auth: Some(BuiltinAuth {
+            username: "u".into(),
+            password_env: var.into(),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let out = raw(srv.addr, &["EHLO r\r\nAUTH PLAIN AHUAcHc=\r\nQUIT\r\n"]).await;
+    assert!(out.contains("250 STARTTLS\r\n"), "{out}");
+    assert!(!out.contains("AUTH PLAIN LOGIN"), "{out}");
+    assert!(out.contains("538 5.7.11"), "{out}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn connection_limit_and_idle_timeout() {
+    // Guards: connections over max_connections get 421; an idle client is dropped with 421.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BuiltinSmtpConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 1,
+        command_timeout_secs: 1,
+        ..Default::default()
+    };
+    let server = BuiltinServer::bind(cfg, dir.path().join("mailbox"))
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"220 "));
+    let second = raw(addr, &[]).await;
+    assert!(second.starts_with("421 4.7.0"), "{second}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "idle connection closed by the server");
+    assert!(String::from_utf8_lossy(&rest).starts_with("421 4.4.2"));
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn mailbox_list_skips_incomplete_and_rejects_corrupt() {
+    // Guards: temp files and envelopes without .eml are ignored; a corrupt envelope is an error.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join(".x.eml.tmp"), b"partial").unwrap();
+    std::fs::write(p.join("orphan.json"), b"{}").unwrap();
+    std::fs::write(p.join("notes.txt"), b"hi").unwrap();
+    assert!(Mailbox::list(p).unwrap().is_empty());
+    std::fs::write(p.join("bad.eml"), b"x").unwrap();
+    std::fs::write(p.join("bad.json"), b"{not json").unwrap();
+    let err = Mailbox::list(p).unwrap_err();
+    assert!(err.to_string().contains("bad.json"), "{err}");
+}
