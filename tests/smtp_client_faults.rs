@@ -345,3 +345,34 @@ async fn smuggling_inputs_are_normalised_on_the_wire() {
         "log_body emits the payload"
     );
 }
+
+#[tokio::test]
+async fn reply_421_mid_pipeline_ends_the_session() {
+    // Guards: a 421 among pipelined replies surfaces as a transient RCPT error with the
+    // server's reply (not a bare "closed"), and the session is marked unusable.
+    let srv = ScriptServer::start(
+        vec![
+            r("220 x"),
+            e("EHLO client.test"),
+            rs(&["250-x", "250 PIPELINING"]),
+            e("MAIL FROM:<a@x.test>"),
+            e("RCPT TO:<b@y.test>"),
+            e("RCPT TO:<c@y.test>"),
+            rs(&["250 ok", "421 4.3.2 shutting down"]),
+            Step::Drop,
+        ],
+        None,
+    )
+    .await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await.unwrap();
+    let err = s
+        .send(&env(&["b@y.test", "c@y.test"]), MSG, &mut t)
+        .await
+        .unwrap_err();
+    assert_eq!(err.stage(), Stage::Rcpt);
+    assert_eq!(err.reply().map(|r| r.code), Some(421));
+    assert!(err.is_transient());
+    assert!(!s.is_usable());
+    assert_eq!(srv.finish().await.error, None);
+}

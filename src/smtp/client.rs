@@ -266,7 +266,8 @@ impl Session {
                     | Error::Timeout { .. }
                     | Error::Closed { .. }
                     | Error::Protocol { .. }
-            ) {
+            ) || e.reply().is_some_and(|r| r.code == 421)
+            {
                 self.broken = true;
             }
             tracing::debug!(error = %e, "SMTP transaction error");

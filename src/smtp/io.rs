@@ -139,17 +139,11 @@ impl LineBuf {
                 self.buf.drain(..self.pos);
                 self.pos = 0;
             }
-            let old = self.buf.len();
-            self.buf.resize(old + READ_CHUNK, 0);
-            let n = r.read(&mut self.buf[old..]).await;
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(old + n);
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            // read_buf appends into spare capacity: no zero-filling per read.
+            let n = r.read_buf(&mut self.buf).await?;
             if n == 0 {
                 let rest = self.buf.split_off(self.pos);
                 self.clear();

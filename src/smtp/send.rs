@@ -235,25 +235,29 @@ impl Session {
             .await?;
         // Read every reply, even after a failure, so the dialogue stays in step.
         let rset = if rset_first {
-            Some(
+            Some(closing(
+                Stage::Rset,
                 self.conn
                     .read_reply(Stage::Rset, secs(to.command_secs), t)
                     .await?,
-            )
+            )?)
         } else {
             None
         };
-        let mail_reply = self
-            .conn
-            .read_reply(Stage::Mail, secs(to.mail_secs), t)
-            .await?;
+        let mail_reply = closing(
+            Stage::Mail,
+            self.conn
+                .read_reply(Stage::Mail, secs(to.mail_secs), t)
+                .await?,
+        )?;
         let mut replies = Vec::with_capacity(rcpts.len());
         for _ in rcpts {
-            replies.push(
+            replies.push(closing(
+                Stage::Rcpt,
                 self.conn
                     .read_reply(Stage::Rcpt, secs(to.rcpt_secs), t)
                     .await?,
-            );
+            )?);
         }
         if let Some(reply) = rset.filter(|r| !r.is_positive()) {
             return Err(Error::Reply {
@@ -280,14 +284,16 @@ impl Session {
             .conn
             .command(Stage::Mail, mail, mail, secs(to.mail_secs), t)
             .await?;
+        let mail_reply = closing(Stage::Mail, mail_reply)?;
         let mut replies = Vec::with_capacity(rcpts.len());
         if mail_reply.is_positive() {
             for r in rcpts {
-                replies.push(
+                replies.push(closing(
+                    Stage::Rcpt,
                     self.conn
                         .command(Stage::Rcpt, r, r, secs(to.rcpt_secs), t)
                         .await?,
-                );
+                )?);
             }
         }
         Ok((mail_reply, replies))
@@ -323,5 +329,15 @@ impl Session {
             .read_reply(Stage::DataEnd, secs(to.data_end_secs), t)
             .await?;
         Ok((Stage::DataEnd, reply))
+    }
+}
+
+/// RFC 5321 §3.8: 421 means the server is closing the channel; stop reading further replies
+/// and surface it as an error (transient) instead of a per-recipient status.
+fn closing(stage: Stage, reply: Reply) -> Result<Reply, Error> {
+    if reply.code == 421 {
+        Err(Error::Reply { stage, reply })
+    } else {
+        Ok(reply)
     }
 }
