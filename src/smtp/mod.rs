@@ -8,6 +8,19 @@
 //! ```text
 //! Session::connect(cfg, opts, transcript) → session.send(envelope, bytes, transcript)* → quit
 //! ```
+//!
+//! # Layout
+//! - `config`: the `[smtp]` section ([`ClientConfig`], [`Timeouts`], [`TlsMode`]) and [`Secret`].
+//! - `client`: session setup — connect, greeting, EHLO/HELO, STARTTLS/implicit TLS, AUTH, QUIT.
+//! - `send`: one transaction — MAIL/RCPT (pipelined when offered), DATA, per-recipient outcome.
+//! - `conn`: timed reads/writes, transcript emission, TLS handshakes with verification.
+//! - `reply`, `caps`, `data`, `auth`: pure parsers/encoders (replies, EHLO keywords,
+//!   dot-stuffing, SASL payloads), unit-tested inline.
+//! - `error`: [`Error`] with its [`Stage`] and `is_transient()`.
+//! - `transcript`: the observer trait the Log-*.txt writer implements.
+//! - `io`: the plain/TLS stream and bounded line reader shared by client and server.
+//! - `server`, `server_session`, `server_auth`, `mailbox`: the built-in SMTP server
+//!   (`[builtin_smtp]`, [`BuiltinSmtpConfig`]) and its on-disk mailbox.
 
 pub mod auth;
 pub mod caps;
@@ -21,6 +34,7 @@ pub mod mailbox;
 pub mod reply;
 mod send;
 pub mod server;
+mod server_auth;
 mod server_session;
 pub mod transcript;
 

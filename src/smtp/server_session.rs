@@ -2,10 +2,10 @@
 //!
 //! Owns the server side of RFC 5321 (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, VRFY, QUIT),
 //! STARTTLS (RFC 3207, discarding pre-TLS pipelined bytes), AUTH PLAIN/LOGIN, dot-unstuffing,
-//! the configured rejections, and batching replies so pipelined clients get one write. Listening
-//! and storage live in [`super::server`] and [`super::mailbox`].
+//! the configured rejections, and batching replies so pipelined clients get one write. AUTH is
+//! in [`super::server_auth`]; listening and storage live in [`super::server`] and
+//! [`super::mailbox`].
 
-use super::auth;
 use super::io::{trim_eol, Line, LineBuf, Stream};
 use super::mailbox::StoredEnvelope;
 use super::server::{glob_match, Shared};
@@ -35,16 +35,16 @@ enum Flow {
     Close,
 }
 
-struct Conn {
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    stream: Option<Stream>,
-    lines: LineBuf,
-    out: Vec<u8>,
-    helo: Option<String>,
-    auth_user: Option<String>,
-    from: Option<String>,
-    rcpts: Vec<String>,
+pub(super) struct Conn {
+    pub(super) shared: Arc<Shared>,
+    pub(super) peer: SocketAddr,
+    pub(super) stream: Option<Stream>,
+    pub(super) lines: LineBuf,
+    pub(super) out: Vec<u8>,
+    pub(super) helo: Option<String>,
+    pub(super) auth_user: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) rcpts: Vec<String>,
 }
 
 /// Serves one connection until QUIT, EOF, a timeout or an I/O error.
@@ -67,11 +67,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
 }
 
 impl Conn {
-    fn cfg(&self) -> &super::server::BuiltinSmtpConfig {
+    pub(super) fn cfg(&self) -> &super::server::BuiltinSmtpConfig {
         &self.shared.cfg
     }
 
-    fn reply(&mut self, line: &str) {
+    pub(super) fn reply(&mut self, line: &str) {
         self.out.extend_from_slice(line.as_bytes());
         self.out.extend_from_slice(b"\r\n");
     }
@@ -98,7 +98,7 @@ impl Conn {
 
     /// Reads a line, flushing pending replies first unless another full line is buffered
     /// (so a pipelined group gets its replies in one write, RFC 2920 §3.2).
-    async fn line(&mut self, max: usize, secs: u64) -> std::io::Result<Line> {
+    pub(super) async fn line(&mut self, max: usize, secs: u64) -> std::io::Result<Line> {
         if let Some(l) = self.lines.take_buffered(max) {
             return Ok(l);
         }
@@ -388,79 +388,6 @@ impl Conn {
             Ok(Err(e)) => Err(std::io::Error::other(format!("TLS handshake: {e}"))),
             Err(_) => Err(std::io::Error::other("TLS handshake timeout")),
         }
-    }
-
-    async fn auth(&mut self, arg: &str) -> std::io::Result<()> {
-        let Some(expected) = self.shared.password.clone() else {
-            self.reply("502 5.5.1 AUTH not available");
-            return Ok(());
-        };
-        let tls = self.stream.as_ref().is_some_and(Stream::is_tls);
-        if self.shared.acceptor.is_some() && !tls {
-            self.reply("538 5.7.11 Encryption required for requested authentication mechanism");
-            return Ok(());
-        }
-        if self.auth_user.is_some() || self.from.is_some() {
-            self.reply("503 5.5.1 AUTH not allowed now");
-            return Ok(());
-        }
-        let (mech, initial) = match arg.split_once(' ') {
-            Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().to_string())),
-            None => (arg.to_ascii_uppercase(), None),
-        };
-        let creds = match mech.as_str() {
-            "PLAIN" => {
-                let resp = match initial {
-                    Some(i) if i == "=" => String::new(),
-                    Some(i) => i,
-                    None => match self.challenge("334 ").await? {
-                        Some(r) => r,
-                        None => return Ok(()),
-                    },
-                };
-                auth::parse_plain(&resp)
-            }
-            "LOGIN" => {
-                let Some(u) = self.challenge("334 VXNlcm5hbWU6").await? else {
-                    return Ok(());
-                };
-                let Some(p) = self.challenge("334 UGFzc3dvcmQ6").await? else {
-                    return Ok(());
-                };
-                auth::decode_text(&u).zip(auth::decode_text(&p))
-            }
-            _ => {
-                self.reply("504 5.5.4 Unrecognized authentication type");
-                return Ok(());
-            }
-        };
-        let want_user = self.cfg().auth.as_ref().map(|a| a.username.clone());
-        match creds {
-            Some((u, p)) if Some(&u) == want_user.as_ref() && p == expected.expose() => {
-                self.auth_user = Some(u);
-                self.reply("235 2.7.0 Authentication successful");
-            }
-            Some(_) => self.reply("535 5.7.8 Authentication credentials invalid"),
-            None => self.reply("501 5.5.2 Cannot decode AUTH response"),
-        }
-        Ok(())
-    }
-
-    /// Sends a 334 challenge and reads the client's answer; `None` if the client cancelled
-    /// with `*` (RFC 4954 §4), in which case the 501 reply is already queued.
-    async fn challenge(&mut self, prompt: &str) -> std::io::Result<Option<String>> {
-        self.reply(prompt);
-        let (max, secs) = (self.cfg().max_line_bytes, self.cfg().command_timeout_secs);
-        let line = match self.line(max, secs).await? {
-            Line::Full(l) => l,
-            _ => return Err(std::io::Error::other("connection ended during AUTH")),
-        };
-        let text = String::from_utf8_lossy(trim_eol(&line)).into_owned();
-        if text == "*" {
-            self.reply("501 5.7.0 Authentication cancelled");
-            return Ok(None);
-        }
-        Ok(Some(text))
     }
 }
 
