@@ -2,7 +2,7 @@
 //!
 //! Owns binding, the connection limit, the optional self-signed STARTTLS identity (minted with
 //! rcgen at bind), the AUTH account, and the shared fault-injection state. The per-connection
-//! dialogue is in [`super::server_session`]; storage is [`super::mailbox`].
+//! dialogue is in `server_session.rs`; storage is [`super::mailbox`].
 
 use super::config::Secret;
 use super::mailbox::{Mailbox, MailboxError};
