@@ -470,3 +470,23 @@ fn mailbox_list_skips_incomplete_and_rejects_corrupt() {
     let err = Mailbox::list(p).unwrap_err();
     assert!(err.to_string().contains("bad.json"), "{err}");
 }
+
+#[tokio::test]
+async fn smuggling_inputs_round_trip_through_client_and_server() {
+    // Guards: what the client sends for hostile line endings is stored as the CRLF-normalised
+    // message — one mail, nothing split off, no dot lost or gained.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await;
+    let msg: &[u8] = b"Subject: s\n\na\n.\nMAIL FROM:<x@y>\r.\r..\r\n.\n.";
+    s.send(&env(&["a@x.test"]), msg, &mut t).await.unwrap();
+    s.quit(&mut t).await.unwrap();
+    let mails = Mailbox::list(&srv.mailbox()).unwrap();
+    assert_eq!(mails.len(), 1);
+    let eml = std::fs::read(&mails[0].eml_path).unwrap();
+    assert_eq!(
+        eml,
+        b"Subject: s\r\n\r\na\r\n.\r\nMAIL FROM:<x@y>\r\n.\r\n..\r\n.\r\n.\r\n".to_vec()
+    );
+    srv.stop().await;
+}

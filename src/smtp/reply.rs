@@ -326,4 +326,33 @@ mod tests {
         assert!(r(554).is_permanent());
         assert_eq!(r(250).one_line(), "250");
     }
+
+    #[test]
+    fn random_lines_never_panic_and_stay_bounded() {
+        // Guards: arbitrary bytes either parse or fail cleanly; no reply exceeds the caps.
+        let mut p = ReplyParser::new(256, 8);
+        let mut seed: u64 = 42;
+        for _ in 0..5000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 57) as usize;
+            let line: Vec<u8> = (0..len)
+                .map(|i| {
+                    let b = (seed >> (i % 56)) as u8;
+                    // Bias towards digits, '-' and ' ' so many lines are nearly valid.
+                    match b % 4 {
+                        0 => b'2' + b % 4,
+                        1 => b'-',
+                        2 => b' ',
+                        _ => b,
+                    }
+                })
+                .collect();
+            if let Ok(Some(r)) = p.push(&line) {
+                assert!(r.lines.len() <= 8);
+                assert!((200..600).contains(&r.code));
+            }
+        }
+    }
 }
