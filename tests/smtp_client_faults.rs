@@ -376,3 +376,18 @@ async fn reply_421_mid_pipeline_ends_the_session() {
     assert!(!s.is_usable());
     assert_eq!(srv.finish().await.error, None);
 }
+
+#[tokio::test]
+async fn noop_detects_a_dead_pooled_session() {
+    // Guards: NOOP succeeds on a live session and marks a closed one unusable.
+    let mut steps = hello();
+    steps.extend([e("NOOP"), r("250 2.0.0 ok"), Step::Drop]);
+    let srv = ScriptServer::start(steps, None).await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await.unwrap();
+    s.noop(&mut t).await.unwrap();
+    assert_eq!(srv.finish().await.error, None);
+    let err = s.noop(&mut t).await.unwrap_err();
+    assert!(err.is_transient() && err.stage() == Stage::Noop, "{err}");
+    assert!(!s.is_usable());
+}

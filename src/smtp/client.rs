@@ -238,6 +238,31 @@ impl Session {
         Ok(())
     }
 
+    /// Sends NOOP and expects 2yz: a cheap liveness check before reusing a pooled session.
+    pub async fn noop(&mut self, t: &mut dyn Transcript) -> Result<(), Error> {
+        let r = self.noop_inner(t).await;
+        self.note(&r, t);
+        r
+    }
+
+    async fn noop_inner(&mut self, t: &mut dyn Transcript) -> Result<(), Error> {
+        if self.broken {
+            return Err(Error::Unusable);
+        }
+        let limit = secs(self.cfg.timeouts.command_secs);
+        let reply = self
+            .conn
+            .command(Stage::Noop, "NOOP", "NOOP", limit, t)
+            .await?;
+        if !reply.is_positive() {
+            return Err(Error::Reply {
+                stage: Stage::Noop,
+                reply,
+            });
+        }
+        Ok(())
+    }
+
     /// Sends QUIT, reads the reply (any code is accepted) and closes the connection.
     pub async fn quit(mut self, t: &mut dyn Transcript) -> Result<Reply, Error> {
         if self.broken {

@@ -213,6 +213,47 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Reads the AUTH password named by `cfg.password_env`. `Ok(None)` when no username is
+/// configured; an error naming the variable when a username is set but the variable is not.
+pub fn password_from_env(cfg: &ClientConfig) -> Result<Option<Secret>, String> {
+    if cfg.username.is_none() {
+        return Ok(None);
+    }
+    let var = cfg
+        .password_env
+        .as_deref()
+        .ok_or("smtp.password_env is required when smtp.username is set")?;
+    Secret::from_env(var)
+        .map(Some)
+        .ok_or_else(|| format!("environment variable {var} (smtp.password_env) is not set"))
+}
+
+/// Parses every `CERTIFICATE` block of a PEM bundle (an `extra_roots` file's bytes, read by
+/// the caller). Errors name the block; a bundle without certificates is an error.
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(pem).map_err(|_| "PEM file is not text".to_string())?;
+    let mut out = Vec::new();
+    let mut rest = text;
+    // Bounded: each iteration consumes at least one BEGIN marker.
+    while let Some(start) = rest.find(BEGIN) {
+        let after = &rest[start..];
+        let end = after
+            .find(END)
+            .ok_or_else(|| format!("certificate {} has no END line", out.len() + 1))?;
+        let block = &after[..end + END.len()];
+        let cert = native_tls::Certificate::from_pem(block.as_bytes())
+            .map_err(|e| format!("certificate {}: {e}", out.len() + 1))?;
+        out.push(cert);
+        rest = &after[end + END.len()..];
+    }
+    if out.is_empty() {
+        return Err("no CERTIFICATE block found".into());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +309,36 @@ mod tests {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn pem_bundles_table() {
+        // Guards: every certificate of a bundle is loaded; junk and truncation are errors.
+        let a = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).unwrap();
+        let bundle = format!("# comment\n{}\n{}", a.cert.pem(), b.cert.pem());
+        assert_eq!(certificates_from_pem(bundle.as_bytes()).unwrap().len(), 2);
+        let truncated = &a.cert.pem()[..60];
+        let garbage = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+        for bad in ["", "hello", truncated, garbage] {
+            assert!(certificates_from_pem(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(certificates_from_pem(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn password_lookup() {
+        // Guards: the password comes from the named variable; a missing one names it.
+        let mut c = ClientConfig {
+            host: "mx".into(),
+            ..Default::default()
+        };
+        assert_eq!(password_from_env(&c), Ok(None));
+        c.username = Some("u".into());
+        c.password_env = Some("MAILTAP_TEST_PW_SURELY_UNSET".into());
+        let e = password_from_env(&c).unwrap_err();
+        assert!(e.contains("MAILTAP_TEST_PW_SURELY_UNSET"));
+        c.password_env = Some("PATH".into());
+        assert!(password_from_env(&c).unwrap().is_some());
     }
 }

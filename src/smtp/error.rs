@@ -21,6 +21,7 @@ pub enum Stage {
     Data,
     DataEnd,
     Rset,
+    Noop,
     Quit,
 }
 
@@ -38,6 +39,7 @@ impl fmt::Display for Stage {
             Stage::Data => "DATA",
             Stage::DataEnd => "end of data",
             Stage::Rset => "RSET",
+            Stage::Noop => "NOOP",
             Stage::Quit => "QUIT",
         };
         f.write_str(s)

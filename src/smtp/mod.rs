@@ -40,7 +40,9 @@ pub mod transcript;
 
 pub use caps::Capabilities;
 pub use client::{ConnectOptions, Session};
-pub use config::{ClientConfig, Secret, Timeouts, TlsMode};
+pub use config::{
+    certificates_from_pem, password_from_env, ClientConfig, Secret, Timeouts, TlsMode,
+};
 pub use error::{Error, Stage};
 pub use reply::{EnhancedCode, Reply};
 pub use send::{Delivery, Envelope, RcptStatus};
