@@ -1,93 +1,16 @@
-//! The mailtap SMTP client against the built-in SMTP server, and raw dialogues with the server:
-//! storage with envelope, configured rejections, size limit, temp-fail, STARTTLS + AUTH.
+//! The mailtap SMTP client against the built-in SMTP server: storage with envelope, configured
+//! rejections, size limit, temp-fail, STARTTLS + AUTH, null sender, startup errors, mailbox.
+
+#[path = "common/smtp_builtin.rs"]
+mod smtp_builtin;
 
 use mailtap::smtp::mailbox::Mailbox;
 use mailtap::smtp::server::BuiltinAuth;
 use mailtap::smtp::{
     BuiltinServer, BuiltinSmtpConfig, ClientConfig, ConnectOptions, Envelope, Error, RcptStatus,
-    Secret, Session, Stage, Timeouts, TlsMode, VecTranscript,
+    Secret, Session, Stage, TlsMode, VecTranscript,
 };
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-
-struct Running {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    cert_pem: Option<String>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    fn mailbox(&self) -> PathBuf {
-        self.dir.path().join("mailbox")
-    }
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("server stops")
-            .expect("server task");
-    }
-}
-
-async fn start(cfg: BuiltinSmtpConfig) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = BuiltinSmtpConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        command_timeout_secs: 5,
-        data_timeout_secs: 5,
-        ..cfg
-    };
-    let server = BuiltinServer::bind(cfg, dir.path().join("mailbox"))
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let cert_pem = server.certificate_pem().map(str::to_string);
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        dir,
-        cert_pem,
-        stop: Some(tx),
-        task,
-    }
-}
-
-fn client_cfg(tls: TlsMode) -> ClientConfig {
-    ClientConfig {
-        host: "localhost".into(),
-        tls,
-        timeouts: Timeouts::uniform(5),
-        ..Default::default()
-    }
-}
-
-fn env(rcpts: &[&str]) -> Envelope {
-    Envelope {
-        from: "sender@example.test".into(),
-        rcpts: rcpts.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-async fn connect(srv: &Running, t: &mut VecTranscript) -> Session {
-    let o = ConnectOptions {
-        addr: Some(srv.addr),
-        ..Default::default()
-    };
-    Session::connect(&client_cfg(TlsMode::None), &o, t)
-        .await
-        .unwrap()
-}
+use smtp_builtin::*;
 
 #[tokio::test]
 async fn delivery_is_stored_with_envelope() {
@@ -270,96 +193,6 @@ async fn starttls_and_auth_against_builtin() {
     srv.stop().await;
 }
 
-/// Sends each chunk in its own write (waiting briefly between), returns all server output.
-async fn raw(addr: SocketAddr, chunks: &[&str]) -> String {
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    for ch in chunks {
-        c.write_all(ch.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[tokio::test]
-async fn raw_dialogue_commands_and_errors() {
-    // Guards: the server's replies to each verb, sequencing errors and AUTH requirement.
-    let srv = start(BuiltinSmtpConfig::default()).await;
-    let out = raw(
-        srv.addr,
-        &[
-            "MAIL FROM:<a@b>\r\nHELO raw\r\nVRFY x\r\nNOOP\r\nFOO\r\nRCPT TO:<c@d>\r\nDATA\r\n\
-           MAIL FROM:<é@b>\r\nMAIL FROM:<a@b> BOGUS=1\r\nRSET\r\nQUIT\r\n",
-        ],
-    )
-    .await;
-    let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
-    assert_eq!(
-        codes,
-        vec!["220", "503", "250", "252", "250", "500", "503", "503", "553", "555", "250", "221"],
-        "{out}"
-    );
-    let out = raw(srv.addr, &[&format!("EHLO {}\r\n", "x".repeat(5000))]).await;
-    assert!(out.contains("500 5.5.2 Line too long"), "{out}");
-    srv.stop().await;
-
-    let var = "MAILTAP_TEST_BUILTIN_SMTP_PW_2";
-    std::env::set_var(var, "pw");
-    let srv = start(BuiltinSmtpConfig {
-        auth: Some(BuiltinAuth {
-            username: "u".into(),
-            password_env: var.into(),
-        }),
-        ..Default::default()
-    })
-    .await;
-    // AUTH LOGIN with base64 "u" / "pw".
-    let out = raw(
-        srv.addr,
-        &[
-            "EHLO r\r\nMAIL FROM:<a@b>\r\n",
-            "AUTH LOGIN\r\n",
-            "dQ==\r\n",
-            "cHc=\r\n",
-            "MAIL FROM:<a@b>\r\nQUIT\r\n",
-        ],
-    )
-    .await;
-    assert!(out.contains("530 5.7.0"), "{out}");
-    assert!(
-        out.contains("334 VXNlcm5hbWU6") && out.contains("235 2.7.0"),
-        "{out}"
-    );
-    assert!(out.contains("250 2.1.0 Ok"), "{out}");
-    srv.stop().await;
-}
-
-#[tokio::test]
-async fn server_resists_smuggling_and_unstuffs() {
-    // Guards: only CRLF.CRLF ends DATA; bare-LF dots stay message content; pipelined
-    // commands after the terminator are processed as commands.
-    let srv = start(BuiltinSmtpConfig::default()).await;
-    let out = raw(
-        srv.addr,
-        &[
-            "EHLO r\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
-            "Subject: s\r\n\r\nx\n.\nMAIL FROM:<evil@e>\r\n..dot\r\n.\r\nNOOP\r\nQUIT\r\n",
-        ],
-    )
-    .await;
-    assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
-    assert!(out.ends_with("250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"), "{out}");
-    let mails = Mailbox::list(&srv.mailbox()).unwrap();
-    assert_eq!(mails.len(), 1);
-    let eml = std::fs::read(&mails[0].eml_path).unwrap();
-    assert_eq!(
-        eml,
-        b"Subject: s\r\n\r\nx\n.\nMAIL FROM:<evil@e>\r\n.dot\r\n"
-    );
-    srv.stop().await;
-}
-
 #[tokio::test]
 async fn bind_errors_are_reported() {
     // Guards: a missing AUTH password variable and a busy port are clear startup errors.
@@ -400,62 +233,6 @@ async fn bind_errors_are_reported() {
     assert!(err.to_string().contains("cannot listen"), "{err}");
 }
 
-#[tokio::test]
-async fn auth_needs_tls_when_starttls_is_on() {
-    // Guards: with STARTTLS configured, AUTH is not offered or accepted in clear text.
-    let var = "MAILTAP_TEST_BUILTIN_SMTP_PW_3";
-    std::env::set_var(var, "pw");
-    let srv = start(BuiltinSmtpConfig {
-        starttls: true,
-        auth: Some(BuiltinAuth {
-            username: "u".into(),
-            password_env: var.into(),
-        }),
-        ..Default::default()
-    })
-    .await;
-    let out = raw(srv.addr, &["EHLO r\r\nAUTH PLAIN AHUAcHc=\r\nQUIT\r\n"]).await;
-    assert!(out.contains("250 STARTTLS\r\n"), "{out}");
-    assert!(!out.contains("AUTH PLAIN LOGIN"), "{out}");
-    assert!(out.contains("538 5.7.11"), "{out}");
-    srv.stop().await;
-}
-
-#[tokio::test]
-async fn connection_limit_and_idle_timeout() {
-    // Guards: connections over max_connections get 421; an idle client is dropped with 421.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = BuiltinSmtpConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_connections: 1,
-        command_timeout_secs: 1,
-        ..Default::default()
-    };
-    let server = BuiltinServer::bind(cfg, dir.path().join("mailbox"))
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    let mut buf = [0u8; 256];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"220 "));
-    let second = raw(addr, &[]).await;
-    assert!(second.starts_with("421 4.7.0"), "{second}");
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "idle connection closed by the server");
-    assert!(String::from_utf8_lossy(&rest).starts_with("421 4.4.2"));
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
-}
-
 #[test]
 fn mailbox_list_skips_incomplete_and_rejects_corrupt() {
     // Guards: temp files and envelopes without .eml are ignored; a corrupt envelope is an error.
@@ -488,5 +265,28 @@ async fn smuggling_inputs_round_trip_through_client_and_server() {
         eml,
         b"Subject: s\r\n\r\na\r\n.\r\nMAIL FROM:<x@y>\r\n.\r\n..\r\n.\r\n.\r\n".to_vec()
     );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn null_sender_is_accepted_and_stored() {
+    // Guards: the null reverse-path `<>` (used by error reports) goes through end to end.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let mut t = VecTranscript::new();
+    let mut s = connect(&srv, &mut t).await;
+    let e = Envelope {
+        from: String::new(),
+        rcpts: vec!["a@x.test".into()],
+    };
+    s.send(&e, b"Subject: report\r\n\r\nx", &mut t)
+        .await
+        .unwrap();
+    s.quit(&mut t).await.unwrap();
+    assert!(t
+        .dialogue()
+        .iter()
+        .any(|l| l.starts_with("C: MAIL FROM:<> SIZE=")));
+    let mails = Mailbox::list(&srv.mailbox()).unwrap();
+    assert_eq!(mails[0].envelope.sender, "");
     srv.stop().await;
 }

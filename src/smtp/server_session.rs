@@ -48,6 +48,7 @@ pub(super) struct Conn {
 }
 
 /// Serves one connection until QUIT, EOF, a timeout or an I/O error.
+#[tracing::instrument(skip_all, fields(peer = %peer))]
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let mut c = Conn {
