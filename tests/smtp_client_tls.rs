@@ -35,6 +35,12 @@ async fn starttls_upgrades_and_re_ehlos() {
         .unwrap();
     let info = s.tls_info().cloned().unwrap();
     assert_eq!(info.verified_name, "localhost");
+    // Version and cipher are read from the ServerHello (native-tls does not expose them).
+    let version = info.version.as_deref().unwrap_or("none");
+    let cipher = info.cipher.as_deref().unwrap_or("none");
+    println!("negotiated {version} {cipher}");
+    assert!(matches!(version, "TLSv1.2" | "TLSv1.3"), "{version}");
+    assert!(cipher.starts_with("TLS_"), "{cipher}");
     assert!(info.peer_cert_hash.is_some());
     assert!(
         !s.capabilities().starttls,

@@ -5,8 +5,9 @@
 //! order of SMTP commands; [`super::client`] does.
 
 use super::error::{Error, Stage};
-use super::io::{trim_eol, Line, LineBuf, Stream};
+use super::io::{trim_eol, Line, LineBuf, Stream, Tapped};
 use super::reply::{Reply, ReplyParser};
+use super::tls_sniff::parse_server_hello;
 use super::transcript::{TlsInfo, Transcript, TranscriptEvent};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -207,7 +208,7 @@ pub(crate) async fn handshake(
     limit: Duration,
 ) -> Result<(Stream, TlsInfo), Error> {
     let c = tokio_native_tls::TlsConnector::from(connector.clone());
-    let tls = match timeout(limit, c.connect(name, tcp)).await {
+    let mut tls = match timeout(limit, c.connect(name, Tapped::new(tcp, true))).await {
         Err(_) => {
             return Err(Error::Timeout {
                 stage: Stage::Tls,
@@ -222,6 +223,11 @@ pub(crate) async fn handshake(
         }
         Ok(Ok(s)) => s,
     };
+    let hello = tls.get_mut().get_mut().get_mut().take_recording();
+    let (version, cipher) = match parse_server_hello(&hello) {
+        Some((v, c)) => (Some(v), Some(c)),
+        None => (None, None),
+    };
     let peer_cert_hash = tls
         .get_ref()
         .tls_server_end_point()
@@ -229,8 +235,8 @@ pub(crate) async fn handshake(
         .flatten()
         .map(|h| h.iter().map(|b| format!("{b:02x}")).collect());
     let info = TlsInfo {
-        version: None,
-        cipher: None,
+        version,
+        cipher,
         peer_cert_hash,
         verified_name: name.to_string(),
     };

@@ -10,10 +10,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+pub use super::tls_sniff::Tapped;
+
 /// A client- or server-side connection, before or after TLS.
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<tokio_native_tls::TlsStream<TcpStream>>),
+    Tls(Box<tokio_native_tls::TlsStream<Tapped>>),
 }
 
 impl Stream {
@@ -21,7 +23,7 @@ impl Stream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().get_ref().get_ref(),
+            Stream::Tls(s) => s.get_ref().get_ref().get_ref().tcp(),
         }
     }
     pub fn is_tls(&self) -> bool {

@@ -19,6 +19,7 @@
 //! - `error`: [`Error`] with its [`Stage`] and `is_transient()`.
 //! - `transcript`: the observer trait the Log-*.txt writer implements.
 //! - `io`: the plain/TLS stream and bounded line reader shared by client and server.
+//! - `tls_sniff`: negotiated TLS version and cipher read from the ServerHello on the wire.
 //! - `server`, `server_session`, `server_auth`, `mailbox`: the built-in SMTP server
 //!   (`[builtin_smtp]`, [`BuiltinSmtpConfig`]) and its on-disk mailbox.
 
@@ -36,6 +37,7 @@ mod send;
 pub mod server;
 mod server_auth;
 mod server_session;
+pub mod tls_sniff;
 pub mod transcript;
 
 pub use caps::Capabilities;

@@ -6,7 +6,7 @@
 //! in [`super::server_auth`]; listening and storage live in [`super::server`] and
 //! [`super::mailbox`].
 
-use super::io::{trim_eol, Line, LineBuf, Stream};
+use super::io::{trim_eol, Line, LineBuf, Stream, Tapped};
 use super::mailbox::StoredEnvelope;
 use super::server::{glob_match, Shared};
 use std::net::SocketAddr;
@@ -378,7 +378,7 @@ impl Conn {
             return Ok(Flow::Close);
         };
         let limit = Duration::from_secs(self.cfg().command_timeout_secs.max(1));
-        match timeout(limit, acceptor.accept(tcp)).await {
+        match timeout(limit, acceptor.accept(Tapped::new(tcp, false))).await {
             Ok(Ok(s)) => {
                 self.stream = Some(Stream::Tls(Box::new(s)));
                 self.helo = None;

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 
 /// What is known about an established TLS layer.
 ///
-/// native-tls exposes neither the negotiated protocol version nor the cipher suite, so those
-/// are `None` with this backend; `peer_cert_hash` is the RFC 5929 `tls-server-end-point` hash
-/// of the server certificate (hex), which identifies the certificate that was verified.
+/// native-tls exposes neither the negotiated protocol version nor the cipher suite; they are
+/// read from the server's ServerHello on the wire (`tls_sniff`) and are `None` only if that
+/// could not be parsed. `peer_cert_hash` is the RFC 5929 `tls-server-end-point` hash of the
+/// server certificate (hex), identifying the certificate that was verified.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TlsInfo {
     pub version: Option<String>,

@@ -5,7 +5,7 @@
 //! client; tests compare its record with the expected wire bytes.
 #![allow(dead_code)]
 
-use mailtap::smtp::io::{trim_eol, Line, LineBuf, Stream};
+use mailtap::smtp::io::{trim_eol, Line, LineBuf, Stream, Tapped};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -177,7 +177,7 @@ async fn run_script(
                     return Err("TLS twice".into());
                 };
                 let tls = acc
-                    .accept(tcp)
+                    .accept(Tapped::new(tcp, false))
                     .await
                     .map_err(|e| format!("step {i}: {e}"))?;
                 stream = Some(Stream::Tls(Box::new(tls)));
