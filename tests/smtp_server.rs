@@ -290,3 +290,25 @@ async fn null_sender_is_accepted_and_stored() {
     assert_eq!(mails[0].envelope.sender, "");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn session_runs_in_a_spawned_task() {
+    // Guards: Session futures are Send, so the relay can run sessions in tokio tasks.
+    let srv = start(BuiltinSmtpConfig::default()).await;
+    let addr = srv.addr;
+    let handle = tokio::spawn(async move {
+        let mut t = VecTranscript::new();
+        let o = ConnectOptions {
+            addr: Some(addr),
+            ..Default::default()
+        };
+        let mut s = Session::connect(&client_cfg(TlsMode::None), &o, &mut t).await?;
+        let d = s.send(&env(&["a@x.test"]), b"x", &mut t).await?;
+        s.noop(&mut t).await?;
+        s.quit(&mut t).await?;
+        Ok::<_, Error>(d)
+    });
+    let d = handle.await.unwrap().unwrap();
+    assert!(d.all_delivered());
+    srv.stop().await;
+}

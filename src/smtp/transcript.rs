@@ -51,7 +51,9 @@ pub enum TranscriptEvent<'a> {
 }
 
 /// Receives transcript events. Implementations must not block for long: they run inline.
-pub trait Transcript {
+/// `Send` so that sessions (which hold `&mut dyn Transcript` across awaits) can run in
+/// spawned tasks.
+pub trait Transcript: Send {
     fn event(&mut self, ev: TranscriptEvent<'_>);
     /// Whether [`TranscriptEvent::Data`] should be emitted (the `log_body` setting).
     fn wants_body(&self) -> bool {
