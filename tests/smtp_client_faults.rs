@@ -99,6 +99,7 @@ async fn mail_stage_failures() {
         let mut s = connect(&srv, &mut t).await.unwrap();
         let err = s.send(&env(&["b@y.test"]), MSG, &mut t).await.unwrap_err();
         assert_eq!(err.stage(), Stage::Mail);
+        assert_eq!(err.command(), Some("MAIL FROM:<a@x.test>"));
         assert_eq!(err.is_transient(), transient);
         assert_eq!(
             err.reply().and_then(|r| r.enhanced).map(|e| e.class),
@@ -216,6 +217,7 @@ async fn data_stage_failures_apply_to_accepted_recipients() {
             (stage, transient),
             "{err}"
         );
+        assert_eq!(err.command(), Some(if after_dot { "." } else { "DATA" }));
         assert_eq!(d.per_rcpt[0].1.reply().code, code);
         assert_eq!(d.per_rcpt[0].1.is_transient(), transient);
         assert_eq!(d.per_rcpt[1].1.reply().code, 550, "RCPT outcome kept");
@@ -371,6 +373,7 @@ async fn reply_421_mid_pipeline_ends_the_session() {
         .await
         .unwrap_err();
     assert_eq!(err.stage(), Stage::Rcpt);
+    assert_eq!(err.command(), Some("RCPT TO:<b@y.test>"));
     assert_eq!(err.reply().map(|r| r.code), Some(421));
     assert!(err.is_transient());
     assert!(!s.is_usable());

@@ -273,6 +273,7 @@ async fn auth_failures() {
         .unwrap_err();
     assert_eq!(err.stage(), Stage::Auth);
     assert_eq!(err.reply().map(|r| r.code), Some(535));
+    assert_eq!(err.command(), Some("AUTH PLAIN <redacted>"));
     assert!(!err.is_transient());
     let _ = srv.finish().await;
 

@@ -147,6 +147,7 @@ impl Session {
         if greeting.code != 220 {
             return Err(Error::Reply {
                 stage: Stage::Greeting,
+                command: None,
                 reply: greeting,
             });
         }
@@ -166,6 +167,7 @@ impl Session {
             if reply.code != 220 {
                 return Err(Error::Reply {
                     stage: Stage::StartTls,
+                    command: Some("STARTTLS".into()),
                     reply,
                 });
             }
@@ -232,6 +234,7 @@ impl Session {
         if !reply.is_positive() {
             return Err(Error::Reply {
                 stage: Stage::Rset,
+                command: Some("RSET".into()),
                 reply,
             });
         }
@@ -257,6 +260,7 @@ impl Session {
         if !reply.is_positive() {
             return Err(Error::Reply {
                 stage: Stage::Noop,
+                command: Some("NOOP".into()),
                 reply,
             });
         }
@@ -316,6 +320,7 @@ async fn hello(
     if reply.code != 500 && reply.code != 502 {
         return Err(Error::Reply {
             stage: Stage::Ehlo,
+            command: Some(ehlo),
             reply,
         });
     }
@@ -324,6 +329,7 @@ async fn hello(
     if !reply.is_positive() {
         return Err(Error::Reply {
             stage: Stage::Ehlo,
+            command: Some(helo),
             reply,
         });
     }
@@ -361,41 +367,47 @@ async fn authenticate(
         )));
     };
     let limit = secs(cfg.timeouts.command_secs);
-    let fail = |reply| Error::Reply {
+    let fail = |command: &str, reply| Error::Reply {
         stage: Stage::Auth,
+        command: Some(command.to_string()),
         reply,
     };
-    let last = match mech {
+    let (shown, last) = match mech {
         Mechanism::Plain => {
             let cmd = format!("AUTH PLAIN {}", auth::plain_response(user, pass.expose()));
-            conn.command(Stage::Auth, &cmd, "AUTH PLAIN <redacted>", limit, t)
-                .await?
+            let shown = "AUTH PLAIN <redacted>";
+            (
+                shown,
+                conn.command(Stage::Auth, &cmd, shown, limit, t).await?,
+            )
         }
         Mechanism::Login => {
             let r = conn
                 .command(Stage::Auth, "AUTH LOGIN", "AUTH LOGIN", limit, t)
                 .await?;
             if r.code != 334 {
-                return Err(fail(r));
+                return Err(fail("AUTH LOGIN", r));
             }
             let r = conn
                 .command(Stage::Auth, &auth::login_step(user), "<redacted>", limit, t)
                 .await?;
             if r.code != 334 {
-                return Err(fail(r));
+                return Err(fail("<redacted>", r));
             }
-            conn.command(
-                Stage::Auth,
-                &auth::login_step(pass.expose()),
-                "<redacted>",
-                limit,
-                t,
-            )
-            .await?
+            let r = conn
+                .command(
+                    Stage::Auth,
+                    &auth::login_step(pass.expose()),
+                    "<redacted>",
+                    limit,
+                    t,
+                )
+                .await?;
+            ("<redacted>", r)
         }
     };
     if last.code != 235 {
-        return Err(fail(last));
+        return Err(fail(shown, last));
     }
     Ok(())
 }

@@ -49,8 +49,14 @@ impl fmt::Display for Stage {
 /// An SMTP client failure.
 #[derive(Debug)]
 pub enum Error {
-    /// The server answered with an unexpected reply (the full reply is kept).
-    Reply { stage: Stage, reply: Reply },
+    /// The server answered with an unexpected reply. `command` is the line it answered as
+    /// sent (AUTH payloads as `<redacted>`, `.` for end of data; `None` for the greeting);
+    /// `reply` is the server's full reply.
+    Reply {
+        stage: Stage,
+        command: Option<String>,
+        reply: Reply,
+    },
     /// Socket error.
     Io {
         stage: Stage,
@@ -101,6 +107,14 @@ impl Error {
         }
     }
 
+    /// The command line the server's reply answered, where the error is a reply.
+    pub fn command(&self) -> Option<&str> {
+        match self {
+            Error::Reply { command, .. } => command.as_deref(),
+            _ => None,
+        }
+    }
+
     /// True when trying again later may succeed: a 4yz reply, I/O errors, timeouts, a dropped
     /// connection, a garbled reply. 5yz replies, TLS/certificate failures, SIZE and SMTPUTF8
     /// refusals, bad addresses and configuration errors are permanent.
@@ -131,7 +145,16 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Reply { stage, reply } => write!(f, "{stage}: server replied {reply}"),
+            Error::Reply {
+                stage,
+                command: Some(c),
+                reply,
+            } => write!(f, "{stage}: server replied {reply} to {c:?}"),
+            Error::Reply {
+                stage,
+                command: None,
+                reply,
+            } => write!(f, "{stage}: server replied {reply}"),
             Error::Io { stage, source } => write!(f, "{stage}: I/O error: {source}"),
             Error::Timeout { stage, after } => {
                 write!(f, "{stage}: no reply within {} s", after.as_secs_f64())
@@ -185,6 +208,7 @@ mod tests {
             (
                 Error::Reply {
                     stage: Stage::Rcpt,
+                    command: None,
                     reply: reply(450),
                 },
                 true,
@@ -192,6 +216,7 @@ mod tests {
             (
                 Error::Reply {
                     stage: Stage::Rcpt,
+                    command: None,
                     reply: reply(550),
                 },
                 false,
@@ -199,6 +224,7 @@ mod tests {
             (
                 Error::Reply {
                     stage: Stage::Greeting,
+                    command: None,
                     reply: reply(554),
                 },
                 false,
@@ -256,6 +282,7 @@ mod tests {
         // Guards: error text names the stage and quotes the server's full reply.
         let e = Error::Reply {
             stage: Stage::Rcpt,
+            command: Some("RCPT TO:<x@y>".into()),
             reply: Reply {
                 code: 550,
                 enhanced: None,
@@ -264,9 +291,10 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "RCPT: server replied 550-5.1.1 no / 550 such user"
+            "RCPT: server replied 550-5.1.1 no / 550 such user to \"RCPT TO:<x@y>\""
         );
         assert_eq!(e.stage(), Stage::Rcpt);
         assert_eq!(e.reply().map(|r| r.code), Some(550));
+        assert_eq!(e.command(), Some("RCPT TO:<x@y>"));
     }
 }

@@ -86,8 +86,11 @@ impl Delivery {
         if reply.is_positive() {
             return None;
         }
+        let stage = self.data_stage.unwrap_or(Stage::DataEnd);
+        let command = if stage == Stage::Data { "DATA" } else { "." };
         Some(Error::Reply {
-            stage: self.data_stage.unwrap_or(Stage::DataEnd),
+            stage,
+            command: Some(command.into()),
             reply: reply.clone(),
         })
     }
@@ -160,6 +163,7 @@ impl Session {
         if !mail_reply.is_positive() {
             return Err(Error::Reply {
                 stage: Stage::Mail,
+                command: Some(mail),
                 reply: mail_reply,
             });
         }
@@ -237,6 +241,7 @@ impl Session {
         let rset = if rset_first {
             Some(closing(
                 Stage::Rset,
+                "RSET",
                 self.conn
                     .read_reply(Stage::Rset, secs(to.command_secs), t)
                     .await?,
@@ -246,14 +251,16 @@ impl Session {
         };
         let mail_reply = closing(
             Stage::Mail,
+            mail,
             self.conn
                 .read_reply(Stage::Mail, secs(to.mail_secs), t)
                 .await?,
         )?;
         let mut replies = Vec::with_capacity(rcpts.len());
-        for _ in rcpts {
+        for r in rcpts {
             replies.push(closing(
                 Stage::Rcpt,
+                r,
                 self.conn
                     .read_reply(Stage::Rcpt, secs(to.rcpt_secs), t)
                     .await?,
@@ -262,6 +269,7 @@ impl Session {
         if let Some(reply) = rset.filter(|r| !r.is_positive()) {
             return Err(Error::Reply {
                 stage: Stage::Rset,
+                command: Some("RSET".into()),
                 reply,
             });
         }
@@ -284,12 +292,13 @@ impl Session {
             .conn
             .command(Stage::Mail, mail, mail, secs(to.mail_secs), t)
             .await?;
-        let mail_reply = closing(Stage::Mail, mail_reply)?;
+        let mail_reply = closing(Stage::Mail, mail, mail_reply)?;
         let mut replies = Vec::with_capacity(rcpts.len());
         if mail_reply.is_positive() {
             for r in rcpts {
                 replies.push(closing(
                     Stage::Rcpt,
+                    r,
                     self.conn
                         .command(Stage::Rcpt, r, r, secs(to.rcpt_secs), t)
                         .await?,
@@ -334,9 +343,13 @@ impl Session {
 
 /// RFC 5321 §3.8: 421 means the server is closing the channel; stop reading further replies
 /// and surface it as an error (transient) instead of a per-recipient status.
-fn closing(stage: Stage, reply: Reply) -> Result<Reply, Error> {
+fn closing(stage: Stage, command: &str, reply: Reply) -> Result<Reply, Error> {
     if reply.code == 421 {
-        Err(Error::Reply { stage, reply })
+        Err(Error::Reply {
+            stage,
+            command: Some(command.to_string()),
+            reply,
+        })
     } else {
         Ok(reply)
     }
