@@ -15,6 +15,7 @@
 //! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
 //! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
 //! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
+//! - [`smtp`]: the hand-written async SMTP client and the built-in SMTP server.
 
 pub mod app;
 pub mod capture;
@@ -23,4 +24,5 @@ pub mod intercept;
 pub mod mail;
 pub mod proxy;
 pub mod queue;
+pub mod smtp;
 pub mod translog;
