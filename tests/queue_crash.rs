@@ -36,6 +36,12 @@ fn message(n: u32) -> Vec<u8> {
 fn crash_child() {
     // Guards: (child side) enqueue returns only durable mails; aborts where the failpoint says.
     let dir = std::env::var(CHILD_DIR_ENV).expect("run by crash_at_each_step");
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall on a stack value; the abort below must not leave core files.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
