@@ -1,6 +1,6 @@
 //! Durable spool: mailtap's durability line between interception and relay.
 //!
-//! Owns the on-disk queue under `<data>/spool/` (layout and commit points in [`store`]), the
+//! Owns the on-disk queue under `<data>/spool/` (layout and commit points: `queue/store.rs`), the
 //! retry policy ([`QueueConfig`]), the claim protocol between relay workers, and the wake-up of
 //! sleeping workers. It does not build messages, talk SMTP, or decide *whether* an error is
 //! transient — callers say complete / defer / fail.
@@ -28,7 +28,7 @@ pub mod failpoint;
 mod group_sync;
 mod id;
 mod meta;
-pub mod store;
+mod store;
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
