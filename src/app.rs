@@ -13,6 +13,12 @@ use crate::config::{Config, ConfigError};
 use crate::mail::MailRecord;
 use crate::proxy::{Interceptor, Proxy, ProxyError};
 use crate::queue::{QueueError, Spool};
+use crate::relay::Relay;
+use crate::smtp::{
+    certificates_from_pem, password_from_env, BuiltinServer, ClientConfig, ConnectOptions, TlsMode,
+};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Why mailtap could not start.
 #[derive(Debug)]
@@ -20,6 +26,10 @@ pub enum StartError {
     Config(ConfigError),
     Spool(QueueError),
     Proxy(ProxyError),
+    /// The built-in SMTP server could not start.
+    BuiltinSmtp(String),
+    /// `[smtp]` is set but its password or trusted roots cannot be loaded.
+    Smtp(String),
 }
 
 impl fmt::Display for StartError {
@@ -28,6 +38,8 @@ impl fmt::Display for StartError {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Spool(e) => write!(f, "cannot open the mail spool: {e}"),
             StartError::Proxy(e) => write!(f, "{e}"),
+            StartError::BuiltinSmtp(e) => write!(f, "cannot start the built-in SMTP server: {e}"),
+            StartError::Smtp(e) => write!(f, "[smtp]: {e}"),
         }
     }
 }
@@ -38,6 +50,9 @@ impl std::error::Error for StartError {}
 pub struct App {
     proxy: Proxy,
     spool: Spool<MailRecord>,
+    relay: Arc<Relay>,
+    builtin: Option<BuiltinServer>,
+    shutdown_grace: Duration,
 }
 
 impl App {
@@ -71,7 +86,7 @@ impl App {
                     max_body_bytes: config.limits.max_intercept_body_bytes as usize,
                     max_message_bytes: config.limits.max_message_bytes,
                     senders: config.senders.clone(),
-                    smtp_account: None,
+                    smtp_account: config.smtp.as_ref().and_then(|s| s.username.clone()),
                 };
                 Arc::new(Capture::new(
                     rules,
@@ -84,7 +99,32 @@ impl App {
         let proxy = Proxy::bind(config, Some(interceptor))
             .await
             .map_err(StartError::Proxy)?;
-        Ok(App { proxy, spool })
+        let (smtp, connect, builtin) = upstream(config).await?;
+        let relay = Arc::new(Relay {
+            spool: spool.clone(),
+            smtp,
+            connect,
+            logs_dir: config.paths.logs.clone(),
+            log: config.log.clone(),
+            report: config.report.clone(),
+            config: config.relay.clone(),
+        });
+        Ok(App {
+            proxy,
+            spool,
+            relay,
+            builtin,
+            shutdown_grace: config.proxy.shutdown_grace(),
+        })
+    }
+
+    /// The SMTP server mail is relayed to: `host:port` and whether it is the built-in one.
+    pub fn smtp_upstream(&self) -> (String, u16, bool) {
+        (
+            self.relay.smtp.host.clone(),
+            self.relay.smtp.effective_port(),
+            self.builtin.is_some(),
+        )
     }
 
     /// The proxy's bound address.
@@ -105,6 +145,72 @@ impl App {
     /// Serves until `shutdown` resolves, then drains in-flight work (bounded by the configured
     /// grace period) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let relay = tokio::spawn(self.relay.clone().run(stop_rx.clone()));
+        let builtin = self.builtin.map(|server| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(server.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
         self.proxy.run(shutdown).await;
+        // The proxy has answered every browser; now let deliveries in progress finish.
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(self.shutdown_grace, relay)
+            .await
+            .is_err()
+        {
+            tracing::warn!("relay still busy at the shutdown deadline; its mail stays queued");
+        }
+        if let Some(b) = builtin {
+            let _ = tokio::time::timeout(self.shutdown_grace, b).await;
+        }
+    }
+}
+
+/// The relay's upstream: `[smtp]` as configured, or the built-in server started here.
+async fn upstream(
+    config: &Config,
+) -> Result<(ClientConfig, ConnectOptions, Option<BuiltinServer>), StartError> {
+    match &config.smtp {
+        Some(smtp) => {
+            let password = password_from_env(smtp).map_err(StartError::Smtp)?;
+            let mut extra_roots = Vec::new();
+            for path in &smtp.extra_roots {
+                let pem = std::fs::read(path).map_err(|e| {
+                    StartError::Smtp(format!("extra_roots {}: {e}", path.display()))
+                })?;
+                extra_roots.extend(certificates_from_pem(&pem).map_err(|e| {
+                    StartError::Smtp(format!("extra_roots {}: {e}", path.display()))
+                })?);
+            }
+            let addr = config
+                .resolve
+                .get(&smtp.host.to_ascii_lowercase())
+                .map(|ip| SocketAddr::new(*ip, smtp.effective_port()));
+            let connect = ConnectOptions {
+                password,
+                extra_roots,
+                addr,
+            };
+            Ok((smtp.clone(), connect, None))
+        }
+        None => {
+            let mailbox = config.paths.data.join("mailbox");
+            let server = BuiltinServer::bind(config.builtin_smtp.clone(), mailbox)
+                .await
+                .map_err(|e| StartError::BuiltinSmtp(e.to_string()))?;
+            let addr = server
+                .local_addr()
+                .map_err(|e| StartError::BuiltinSmtp(e.to_string()))?;
+            let smtp = ClientConfig {
+                host: addr.ip().to_string(),
+                port: Some(addr.port()),
+                tls: TlsMode::None,
+                helo_name: Some("mailtap".into()),
+                ..ClientConfig::default()
+            };
+            Ok((smtp, ConnectOptions::default(), Some(server)))
+        }
     }
 }

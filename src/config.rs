@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 use crate::intercept::{InterceptConfig, RuleConfig, RuleSet};
 use crate::queue::QueueConfig;
+use crate::relay::RelayConfig;
+use crate::report::ReportConfig;
+use crate::smtp::{BuiltinSmtpConfig, ClientConfig};
 use crate::translog::LogConfig;
 
 /// The whole configuration file. Absent sections take their defaults, so an empty file (or no
@@ -35,6 +38,11 @@ pub struct Config {
     pub rule: Vec<RuleConfig>,
     pub queue: QueueConfig,
     pub log: LogConfig,
+    /// The upstream SMTP server; absent → the built-in server is the upstream.
+    pub smtp: Option<ClientConfig>,
+    pub builtin_smtp: BuiltinSmtpConfig,
+    pub report: ReportConfig,
+    pub relay: RelayConfig,
 }
 
 /// `[limits]`: sizes mailtap enforces on intercepted mail.
@@ -330,6 +338,18 @@ impl Config {
                 key: "senders",
                 reason: format!("{host} = {sender:?}: {e}"),
             })?;
+        }
+        if let Some(smtp) = &self.smtp {
+            smtp.validate().map_err(|reason| ConfigError::Invalid {
+                key: "smtp",
+                reason,
+            })?;
+        }
+        if self.relay.workers == 0 {
+            return Err(ConfigError::Invalid {
+                key: "relay.workers",
+                reason: "must be greater than 0".into(),
+            });
         }
         self.rule_set()?;
         Ok(())

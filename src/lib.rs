@@ -16,6 +16,8 @@
 //! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
 //! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
 //! - [`smtp`]: the hand-written async SMTP client and the built-in SMTP server.
+//! - [`relay`]: delivery workers (spool → SMTP), per-recipient outcomes, retries, console.
+//! - [`report`]: RFC 3464 error reports to the sender.
 
 pub mod app;
 pub mod capture;
@@ -24,5 +26,7 @@ pub mod intercept;
 pub mod mail;
 pub mod proxy;
 pub mod queue;
+pub mod relay;
+pub mod report;
 pub mod smtp;
 pub mod translog;

@@ -100,6 +100,16 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION")
         );
         println!("  PAC file:    http://{addr}/proxy.pac");
+        let (smtp_host, smtp_port, builtin) = app.smtp_upstream();
+        if builtin {
+            println!(
+                "  SMTP relay:  built-in SMTP server on {smtp_host}:{smtp_port} (mailbox: {})",
+                config.paths.data.join("mailbox").display()
+            );
+        } else {
+            println!("  SMTP relay:  {smtp_host}:{smtp_port}");
+        }
+        println!("  transcripts: {}/Log-*.txt", config.paths.logs.display());
         match &cli.config {
             Some(path) => println!("  config file: {}", path.display()),
             None => println!("  config file: none (built-in defaults)"),

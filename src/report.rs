@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::mail::record::{new_id, Mailbox, MailRecord, Origin, SenderSource};
+use crate::mail::record::{new_id, MailRecord, Mailbox, Origin, SenderSource};
 
 /// `[report]`: who error reports come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +73,11 @@ pub fn build(
     m.push_str(&format!("To: <{}>\r\n", original.sender));
     m.push_str(&format!("Subject: {}\r\n", encode_header(&subject)));
     m.push_str(&format!("Date: {date}\r\n"));
-    m.push_str(&format!("Message-ID: <{}@{}>\r\n", new_id(now), host_part(from)));
+    m.push_str(&format!(
+        "Message-ID: <{}@{}>\r\n",
+        new_id(now),
+        host_part(from)
+    ));
     // RFC 3834 §5: an automatic response, so auto-responders do not answer it.
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
@@ -84,24 +88,38 @@ pub fn build(
 
     // Part 1: for people.
     m.push_str(&format!("--{boundary}\r\n"));
-    m.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
+    m.push_str(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+    );
     m.push_str(&human_text(original, failures));
 
     // Part 2: for programs (RFC 3464 §2.2, §2.3).
     m.push_str(&format!("\r\n--{boundary}\r\n"));
     m.push_str("Content-Type: message/delivery-status\r\n\r\n");
-    m.push_str(&format!("Reporting-MTA: dns; {}\r\n", one_line(&config.reporting_mta)));
-    m.push_str(&format!("Arrival-Date: {}\r\n", original.received.to_rfc2822()));
+    m.push_str(&format!(
+        "Reporting-MTA: dns; {}\r\n",
+        one_line(&config.reporting_mta)
+    ));
+    m.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        original.received.to_rfc2822()
+    ));
     for f in failures {
         m.push_str("\r\n");
-        m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", one_line(&f.recipient)));
+        m.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\n",
+            one_line(&f.recipient)
+        ));
         m.push_str("Action: failed\r\n");
         m.push_str(&format!("Status: {}\r\n", one_line(&f.status)));
         if let Some(mta) = &f.remote_mta {
             m.push_str(&format!("Remote-MTA: dns; {}\r\n", one_line(mta)));
         }
         let kind = if f.from_server { "smtp" } else { "x-mailtap" };
-        m.push_str(&format!("Diagnostic-Code: {kind}; {}\r\n", one_line(&f.diagnostic)));
+        m.push_str(&format!(
+            "Diagnostic-Code: {kind}; {}\r\n",
+            one_line(&f.diagnostic)
+        ));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
 
@@ -177,11 +195,15 @@ fn header_section(message: &[u8]) -> &[u8] {
 
 /// Control characters (CR, LF, …) can never start a new header or line in the report.
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn host_part(addr: &str) -> String {
-    addr.rsplit_once('@').map(|(_, h)| h.to_string()).unwrap_or_else(|| "localhost".into())
+    addr.rsplit_once('@')
+        .map(|(_, h)| h.to_string())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// RFC 2047 encoded-word (UTF-8, base64) for non-ASCII header text; ASCII passes unchanged.
@@ -205,7 +227,12 @@ fn encode_header(text: &str) -> String {
     }
     words
         .iter()
-        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w)))
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\r\n ")
 }
@@ -258,17 +285,31 @@ mod tests {
     fn report_has_the_three_rfc3464_parts() {
         // Guards the report's shape: human part quoting command + reply, DSN fields, headers.
         let msg = b"From: a@b.test\r\nSubject: hi\r\n\r\nbody line\r\n";
-        let (record, bytes) =
-            build(&original(), msg, &[failure()], &ReportConfig::default(), "mailtap@localhost", Utc::now()).unwrap();
+        let (record, bytes) = build(
+            &original(),
+            msg,
+            &[failure()],
+            &ReportConfig::default(),
+            "mailtap@localhost",
+            Utc::now(),
+        )
+        .unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
         assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
         assert!(text.contains("mailtap said: RCPT TO:<nobody@example.org>"));
         assert!(text.contains("550 5.1.1 <nobody@example.org>: Recipient address rejected"));
-        assert!(text.contains("Final-Recipient: rfc822; nobody@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; nobody@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1"));
-        assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nFrom: a@b.test\r\nSubject: hi\r\n"));
-        assert!(!text.contains("body line"), "the original body is not returned");
+        assert!(text.contains(
+            "Content-Type: text/rfc822-headers\r\n\r\nFrom: a@b.test\r\nSubject: hi\r\n"
+        ));
+        assert!(
+            !text.contains("body line"),
+            "the original body is not returned"
+        );
         assert!(text.contains("Subject: =?UTF-8?B?"));
         assert!(text.lines().all(|l| l.len() <= 998));
         assert_eq!(record.origin, Origin::Report);
@@ -281,10 +322,26 @@ mod tests {
         // Guards loop prevention: reports and sender-less mails get no report.
         let mut r = original();
         r.origin = Origin::Report;
-        assert!(build(&r, b"", &[failure()], &ReportConfig::default(), "m@l", Utc::now()).is_none());
+        assert!(build(
+            &r,
+            b"",
+            &[failure()],
+            &ReportConfig::default(),
+            "m@l",
+            Utc::now()
+        )
+        .is_none());
         let mut r = original();
         r.sender.clear();
-        assert!(build(&r, b"", &[failure()], &ReportConfig::default(), "m@l", Utc::now()).is_none());
+        assert!(build(
+            &r,
+            b"",
+            &[failure()],
+            &ReportConfig::default(),
+            "m@l",
+            Utc::now()
+        )
+        .is_none());
     }
 
     #[test]
@@ -294,8 +351,19 @@ mod tests {
         r.subject = "x\r\nBcc: evil@example.net".into();
         let mut f = failure();
         f.recipient = "a@b\r\nX-Evil: 1".into();
-        let (_, bytes) = build(&r, b"", &[f], &ReportConfig::default(), "m@l.test", Utc::now()).unwrap();
+        let (_, bytes) = build(
+            &r,
+            b"",
+            &[f],
+            &ReportConfig::default(),
+            "m@l.test",
+            Utc::now(),
+        )
+        .unwrap();
         let text = String::from_utf8(bytes).unwrap();
-        assert!(!text.contains("\r\nBcc:") && !text.contains("\r\nX-Evil"), "{text}");
+        assert!(
+            !text.contains("\r\nBcc:") && !text.contains("\r\nX-Evil"),
+            "{text}"
+        );
     }
 }

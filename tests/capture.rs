@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use common::samples::*;
 use common::*;
-use mailtap::queue::MailState;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -156,14 +155,13 @@ async fn replay(mt: &Running, web: &Webmail, dir: &Path, name: &str) -> String {
     last
 }
 
-/// Every record now in the spool's active state, with its spool id.
+/// Every intercepted mail once the relay has handled it, with its spool id.
 async fn queued_with_ids(mt: &Running) -> Vec<(mailtap::queue::MailId, mailtap::mail::MailRecord)> {
-    let mut out = Vec::new();
-    for summary in mt.spool.list(MailState::Active) {
-        let meta = mt.spool.get(&summary.id).await.unwrap().unwrap();
-        out.push((summary.id, meta.record));
-    }
-    out
+    settled_mails(&mt.spool)
+        .await
+        .into_iter()
+        .map(|(id, _, r)| (id, r))
+        .collect()
 }
 
 async fn queued(mt: &Running) -> Vec<mailtap::mail::MailRecord> {

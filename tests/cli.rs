@@ -54,25 +54,36 @@ fn check_config_reports_the_bad_key() {
 fn banner_then_clean_exit_on_sigterm() {
     // Guards the zero-config start: banner with listen address and PAC URL; SIGTERM exits 0.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
+    // Default everything, except that the built-in SMTP server takes a free port.
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[builtin_smtp]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--config", "m.toml"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("listening on 127.0.0.1:"), "{first}");
-    let pac = lines.next().unwrap().unwrap();
-    assert!(pac.contains("/proxy.pac"), "{pac}");
-    let config = lines.next().unwrap().unwrap();
-    assert!(config.contains("config file: none"), "{config}");
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let banner: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(banner[0].contains("listening on 127.0.0.1:"), "{banner:?}");
+    let has = |s: &str| banner.iter().any(|l| l.contains(s));
+    assert!(has("/proxy.pac"), "{banner:?}");
+    assert!(has("config file: m.toml"), "{banner:?}");
+    assert!(
+        has("SMTP relay:  built-in SMTP server on 127.0.0.1:"),
+        "{banner:?}"
+    );
+    assert!(has("Log-*.txt"), "{banner:?}");
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             assert!(status.success(), "{status:?}");
             break;
         }
@@ -81,5 +92,15 @@ fn banner_then_clean_exit_on_sigterm() {
             "mailtap did not exit"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the child when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -133,7 +133,7 @@ impl Rule {
             && self.host_matches(head.host)
             && head
                 .content_type
-                .map_or(true, |ct| media_type(ct) == c.decoder.media_type())
+                .is_none_or(|ct| media_type(ct) == c.decoder.media_type())
             && self.path.is_match(head.path)
             && query_holds(&c.query, query)
     }

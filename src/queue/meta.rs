@@ -150,11 +150,25 @@ impl<R> MailMeta<R> {
         }
     }
 
-    /// Applies a finished attempt that delivered (or finally refused) every recipient.
+    /// Applies a finished attempt that delivered or finally refused every recipient: the mail
+    /// is delivered when at least one recipient got it, failed when every one was refused.
     pub fn apply_complete(&mut self, per_rcpt: &[(String, RcptStatus)]) {
         self.attempts = self.attempts.saturating_add(1);
         self.merge_recipients(per_rcpt);
-        self.state = MailState::Delivered;
+        let refused: Vec<&str> = self
+            .recipients
+            .values()
+            .filter_map(|s| match s {
+                RcptStatus::Failed(r) => Some(r.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !self.recipients.is_empty() && refused.len() == self.recipients.len() {
+            self.last_error = Some(refused.join("; "));
+            self.state = MailState::Failed;
+        } else {
+            self.state = MailState::Delivered;
+        }
     }
 
     /// Applies a temporary failure at `now`: schedules the next attempt by `policy`, or fails
@@ -327,6 +341,17 @@ mod tests {
         ]);
         assert_eq!(m.state, MailState::Delivered);
         assert_eq!(m.attempts, 1);
+        let mut all_refused = meta();
+        all_refused.apply_complete(&[rc(
+            "z@x.org",
+            RcptStatus::Failed("550 5.1.1 unknown".into()),
+        )]);
+        assert_eq!(all_refused.state, MailState::Failed);
+        assert!(all_refused
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("550 5.1.1"));
         let mut f = meta();
         f.merge_recipients(&[
             rc("a@x.org", RcptStatus::Delivered),

@@ -35,7 +35,12 @@ pub struct Running {
 
 impl Running {
     /// Signals shutdown and waits (bounded) for `run` to return.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.stop_keep_dir().await;
+    }
+
+    /// Stops mailtap and hands back its data directory (for a restart on the same spool).
+    pub async fn stop_keep_dir(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -43,6 +48,30 @@ impl Running {
             .await
             .expect("mailtap did not stop in time")
             .expect("mailtap task panicked");
+        drop(self.spool);
+        self.dir
+    }
+
+    /// Messages the built-in SMTP server stored.
+    pub fn mailbox(&self) -> Vec<mailtap::smtp::mailbox::StoredMail> {
+        mailtap::smtp::mailbox::Mailbox::list(&self.dir.path().join("data/mailbox"))
+            .unwrap_or_default()
+    }
+
+    /// The Log-*.txt transcripts written so far, sorted by name.
+    pub fn transcripts(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = std::fs::read_dir(self.dir.path().join("logs"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        (name, std::fs::read_to_string(e.path()).unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     /// Signals shutdown without waiting; returns the task to await.
@@ -61,12 +90,21 @@ impl Running {
 /// Starts mailtap with `[proxy].listen = 127.0.0.1:0`, data and logs in a temp dir, plus
 /// `extra` TOML; `interceptor` replaces the webmail interceptor when given.
 pub async fn start(extra: &str, interceptor: Option<Arc<dyn Interceptor>>) -> Running {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), extra, interceptor).await
+}
+
+/// Like [`start`], with data and logs in `dir` (to restart on the same spool).
+pub async fn start_in(
+    dir: tempfile::TempDir,
+    extra: &str,
+    interceptor: Option<Arc<dyn Interceptor>>,
+) -> Running {
     let text = format!("{extra}\n");
     let mut config = Config::parse(&text).expect("test config parses");
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
     config.paths.data = dir.path().join("data");
     config.paths.logs = dir.path().join("logs");
+    config.builtin_smtp.listen = "127.0.0.1:0".parse().unwrap();
     let app = match interceptor {
         Some(i) => App::start_with(&config, i).await,
         None => App::start(&config).await,
@@ -85,6 +123,40 @@ pub async fn start(extra: &str, interceptor: Option<Arc<dyn Interceptor>>) -> Ru
         stop: Some(tx),
         task,
     }
+}
+
+/// Waits (bounded) until no mail is active or being retried, then returns every mail of origin `Webmail` in any
+/// state, with its spool id and state.
+pub async fn settled_mails(
+    spool: &mailtap::queue::Spool<mailtap::mail::MailRecord>,
+) -> Vec<(
+    mailtap::queue::MailId,
+    mailtap::queue::MailState,
+    mailtap::mail::MailRecord,
+)> {
+    use mailtap::queue::MailState;
+    let deadline = std::time::Instant::now() + WAIT;
+    // Settled: nothing active and no deferred mail in a worker's hands.
+    while !spool.list(MailState::Active).is_empty()
+        || spool.list(MailState::Deferred).iter().any(|m| m.claimed)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mail still in flight after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut out = Vec::new();
+    for state in [MailState::Deferred, MailState::Delivered, MailState::Failed] {
+        for summary in spool.list(state) {
+            if let Some(meta) = spool.get(&summary.id).await.unwrap() {
+                if meta.record.origin == mailtap::mail::record::Origin::Webmail {
+                    out.push((summary.id, meta.state, meta.record));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What a hyper origin saw of one request.

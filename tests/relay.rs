@@ -1,0 +1,333 @@
+//! Interception → spool → relay → built-in SMTP server, end to end over real sockets: delivery,
+//! per-recipient outcomes, error reports, retries across a restart, and the Log-*.txt transcript.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailtap::mail::record::Origin;
+use mailtap::queue::MailState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SENDER: &str = "lilei@example.com";
+
+fn config(extra: &str) -> String {
+    format!(
+        "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[senders]\n\"webmail.example.test\" = \"{SENDER}\"\n\
+         [relay]\nconsole = false\n{extra}"
+    )
+}
+
+/// A Roundcube send with these recipients (relay mode: mailtap answers, no origin needed).
+fn roundcube_send(to: &str, cc: &str, subject: &str, message: &str) -> Vec<u8> {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let body = format!(
+        "_token=t&_task=mail&_action=send&_id=77&_from=1&_to={}&_cc={}&_bcc=&_subject={}&_is_html=0&_message={}&_draft=",
+        enc(to),
+        enc(cc),
+        enc(subject),
+        enc(message)
+    );
+    format!(
+        "POST http://webmail.example.test:9/roundcube/?_task=mail&_unlock=loading9&_framed=1 HTTP/1.1\r\n\
+         Host: webmail.example.test\r\nCookie: roundcube_sessid=SECRET1234\r\nUser-Agent: test\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn post(mt: &Running, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(mt.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// Waits (bounded) until the built-in mailbox holds `n` messages.
+async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::StoredMail> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mail = mt.mailbox();
+        if mail.len() >= n {
+            return mail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mailbox has {} of {n} messages",
+            mail.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_webmail_send_is_delivered_with_a_transcript() {
+    // Guards the whole path: browser answered, mail on the server with its envelope, Log file.
+    let mt = start(&config(""), None).await;
+    let response = post(
+        &mt,
+        &roundcube_send(
+            "Bob <bob@example.org>, carol@example.net",
+            "dave@example.com",
+            "实验 lab 3",
+            "hello\r\n.\r\nend",
+        ),
+    )
+    .await;
+    assert!(response.contains("sent_successfully"), "{response}");
+    let mail = mailbox_with(&mt, 1).await;
+    let env = &mail[0].envelope;
+    assert_eq!(env.sender, SENDER);
+    assert_eq!(
+        env.recipients,
+        ["bob@example.org", "carol@example.net", "dave@example.com"]
+    );
+    let eml = std::fs::read_to_string(&mail[0].eml_path).unwrap();
+    assert!(
+        eml.contains("\r\n.\r\nend") || eml.contains("\n.\nend") || eml.contains("=2E"),
+        "dot line lost: {eml}"
+    );
+    let settled = settled_mails(&mt.spool).await;
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].1, MailState::Delivered);
+    let logs = mt.transcripts();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let (name, text) = &logs[0];
+    assert!(
+        name.starts_with("Log-")
+            && name.ends_with(".txt")
+            && name.len() == "Log-20261123101530.txt".len(),
+        "{name}"
+    );
+    assert!(
+        text.contains("=== HTTP request (browser -> mailtap)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("POST http://webmail.example.test:9/roundcube/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cookie: <redacted>") && !text.contains("SECRET1234"),
+        "{text}"
+    );
+    assert!(
+        text.contains("=== HTTP response (mailtap -> browser)") && text.contains("HTTP/1.1 200"),
+        "{text}"
+    );
+    assert!(text.contains("=== SMTP attempt 1: 127.0.0.1:"), "{text}");
+    for line in [
+        "S: 220 ",
+        "C: EHLO mailtap",
+        "C: MAIL FROM:<lilei@example.com>",
+        "C: RCPT TO:<bob@example.org>",
+        "C: DATA",
+        "S: 354",
+        "C: QUIT",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains("[body: "), "{text}");
+    // Every conversation line carries a microsecond timestamp.
+    let stamped =
+        regex::Regex::new(r"(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} (C|S|--):").unwrap();
+    assert!(stamped.find_iter(text).count() >= 10, "{text}");
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_recipient_gets_a_report_and_the_others_their_mail() {
+    // Guards per-recipient outcome: 550 on one RCPT → others delivered, sender gets RFC 3464 report.
+    let mt = start(&config(""), None).await;
+    post(
+        &mt,
+        &roundcube_send(
+            "bob@example.org, nobody@example.net",
+            "carol@example.com",
+            "to three",
+            "hi",
+        ),
+    )
+    .await;
+    let mail = mailbox_with(&mt, 2).await;
+    let original = mail
+        .iter()
+        .find(|m| m.envelope.sender == SENDER)
+        .expect("original delivered");
+    assert_eq!(
+        original.envelope.recipients,
+        ["bob@example.org", "carol@example.com"]
+    );
+    let report = mail
+        .iter()
+        .find(|m| m.envelope.sender.is_empty())
+        .expect("report with null sender");
+    assert_eq!(report.envelope.recipients, [SENDER]);
+    let text = std::fs::read_to_string(&report.eml_path).unwrap();
+    assert!(
+        text.contains("multipart/report; report-type=delivery-status"),
+        "{text}"
+    );
+    assert!(text.contains("RCPT TO:<nobody@example.net>"), "{text}");
+    assert!(text.contains("550 5.1.1"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; nobody@example.net"),
+        "{text}"
+    );
+    assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");
+    let settled = settled_mails(&mt.spool).await;
+    assert_eq!(settled.len(), 1);
+    let meta = mt.spool.get(&settled[0].0).await.unwrap().unwrap();
+    assert!(matches!(
+        meta.recipients["nobody@example.net"],
+        mailtap::queue::RcptStatus::Failed(_)
+    ));
+    assert!(matches!(
+        meta.recipients["bob@example.org"],
+        mailtap::queue::RcptStatus::Delivered
+    ));
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_addresses_and_oversize_mail_become_reports() {
+    // Guards the rejected-at-interception and SIZE paths: no mail, a report with the reason.
+    let mt = start(&config("[builtin_smtp]\nmax_message_bytes = 3000\n"), None).await;
+    post(
+        &mt,
+        &roundcube_send("bob@example.org, chengli@", "", "bad address", "x"),
+    )
+    .await;
+    post(
+        &mt,
+        &roundcube_send(
+            "bob@example.org",
+            "",
+            "too long",
+            &"long line of text ".repeat(400),
+        ),
+    )
+    .await;
+    let mail = mailbox_with(&mt, 2).await;
+    assert!(
+        mail.iter().all(|m| m.envelope.sender.is_empty()),
+        "an undeliverable mail went out"
+    );
+    let texts: Vec<String> = mail
+        .iter()
+        .map(|m| std::fs::read_to_string(&m.eml_path).unwrap())
+        .collect();
+    let bad = texts
+        .iter()
+        .find(|t| t.contains("chengli@"))
+        .expect("report for the bad address");
+    assert!(bad.contains("Status: 5.1.3"), "{bad}");
+    let big = texts
+        .iter()
+        .find(|t| t.contains("SIZE") || t.contains("5.3.4"))
+        .expect("report for the big mail");
+    assert!(
+        big.contains("Final-Recipient: rfc822; bob@example.org"),
+        "{big}"
+    );
+    let settled = settled_mails(&mt.spool).await;
+    assert!(
+        settled
+            .iter()
+            .all(|(_, state, _)| *state == MailState::Failed),
+        "{settled:?}"
+    );
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_report_about_a_report() {
+    // Guards loop prevention: a report that cannot be delivered is failed, never reported.
+    let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[senders]\n\"webmail.example.test\" = \"nobody@example.com\"\n[relay]\nconsole = false\n";
+    let mt = start(cfg, None).await;
+    post(&mt, &roundcube_send("nobody@example.org", "", "loop?", "x")).await;
+    let deadline = Instant::now() + WAIT;
+    let failed = loop {
+        let f = mt.spool.list(MailState::Failed);
+        if f.len() >= 2 {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected the mail and its report to fail"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all: usize = [
+        MailState::Active,
+        MailState::Deferred,
+        MailState::Delivered,
+        MailState::Failed,
+    ]
+    .iter()
+    .map(|s| mt.spool.list(*s).len())
+    .sum();
+    assert_eq!(all, 2, "a report about a report was queued");
+    let mut origins = Vec::new();
+    for s in failed {
+        origins.push(mt.spool.get(&s.id).await.unwrap().unwrap().record.origin);
+    }
+    origins.sort_by_key(|o| *o == Origin::Report);
+    assert_eq!(origins, [Origin::Webmail, Origin::Report]);
+    assert!(mt.mailbox().is_empty());
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn deferred_mail_is_delivered_after_a_restart() {
+    // Guards retries surviving restarts: 4yz → deferred on disk → new process delivers it.
+    let mt = start(
+        &config("[builtin_smtp]\ntemp_fail_first_n = 1\n[queue]\nfirst_retry_secs = 1\n"),
+        None,
+    )
+    .await;
+    post(&mt, &roundcube_send("bob@example.org", "", "retry me", "x")).await;
+    let deadline = Instant::now() + WAIT;
+    while mt.spool.list(MailState::Deferred).is_empty() {
+        assert!(Instant::now() < deadline, "mail never deferred");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(mt.mailbox().is_empty());
+    let dir = mt.stop_keep_dir().await;
+    let mt = start_in(dir, &config("[queue]\nfirst_retry_secs = 1\n"), None).await;
+    let mail = mailbox_with(&mt, 1).await;
+    assert_eq!(mail[0].envelope.recipients, ["bob@example.org"]);
+    let settled = settled_mails(&mt.spool).await;
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].1, MailState::Delivered);
+    let meta = mt.spool.get(&settled[0].0).await.unwrap().unwrap();
+    assert_eq!(meta.attempts, 2);
+    // Two transactions, two transcripts: the 451 one and the delivery.
+    let logs = mt.transcripts();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(logs.iter().any(|(_, t)| t.contains("S: 451")), "{logs:?}");
+    assert!(
+        logs.iter().any(|(_, t)| t.contains("SMTP attempt 2")),
+        "{logs:?}"
+    );
+    mt.shutdown().await;
+}
