@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mailtap::app::App;
 use mailtap::config::Config;
-use mailtap::mail::record::{Mailbox, MailRecord, Origin, SenderSource, Source};
+use mailtap::mail::record::{MailRecord, Mailbox, Origin, SenderSource, Source};
 use mailtap::queue::{MailState, QueueConfig, Spool};
 use mailtap::relay::{Relay, RelayConfig};
 use mailtap::report::ReportConfig;
@@ -22,17 +22,31 @@ use mailtap::translog::LogConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -121,6 +135,7 @@ async fn relay_run(mails: usize, workers: usize, port: u16) -> (f64, u64) {
             workers,
             console: false,
         },
+        in_flight: Arc::new(tokio::sync::Semaphore::new(mailtap::relay::IN_FLIGHT)),
     });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -152,8 +167,14 @@ print({mails} / (time.time() - t))
 s.quit()
 "#
     );
-    let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("smtplib rate")
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("smtplib rate")
 }
 
 /// Sequential intercepted sends through the proxy; time until each is in the built-in mailbox.
@@ -172,25 +193,44 @@ async fn end_to_end(count: usize) -> (f64, f64) {
     let server = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
-    let request = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/webmail/qqmail-gbk.http")).expect("sample");
+    let request = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/webmail/qqmail-gbk.http"
+    ))
+    .expect("sample");
     let mailbox = dir.path().join("data/mailbox");
     let mut lat = Vec::new();
-    let mut s = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(proxy)
+        .await
+        .expect("connect");
     let mut buf = vec![0u8; 16384];
     for i in 0..count {
         let t = Instant::now();
         s.write_all(&request).await.expect("send");
         let n = s.read(&mut buf).await.expect("answer");
-        assert!(n > 0 && buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        assert!(
+            n > 0 && buf.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
         // Wait for message i to be stored (each message is a .eml + .json pair).
         loop {
             let stored = std::fs::read_dir(&mailbox)
-                .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
+                .map(|d| {
+                    d.filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    })
+                    .count()
+                })
                 .unwrap_or(0);
             if stored > i {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "mail {i} not delivered");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "mail {i} not delivered"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         lat.push(t.elapsed().as_secs_f64() * 1e3);
@@ -205,7 +245,10 @@ fn main() {
     let mails = env_usize("MAILS", 2000);
     let workers = env_usize("WORKERS", RelayConfig::default().workers);
     let (_sink, port) = start_sink();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (rate, rss_growth) = runtime.block_on(relay_run(mails, workers, port));
     let py = smtplib_run(mails, port);
     println!(
@@ -213,7 +256,10 @@ fn main() {
          (RSS +{} KiB while relaying)",
         rss_growth
     );
-    println!("python smtplib, one reused connection, same sink: {py:.0} mails/s → mailtap {:.2}×", rate / py);
+    println!(
+        "python smtplib, one reused connection, same sink: {py:.0} mails/s → mailtap {:.2}×",
+        rate / py
+    );
     let (p50, p99) = runtime.block_on(end_to_end(200));
     println!("intercept → delivered on the built-in server (fsync on), sequential: p50 {p50:.2} ms, p99 {p99:.2} ms");
     println!("targets: ≥ 2,500 mails/s and ≥ 2.3× smtplib; memory flat in mail count; p50 ≤ 10 ms");

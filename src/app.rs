@@ -108,6 +108,7 @@ impl App {
             log: config.log.clone(),
             report: config.report.clone(),
             config: config.relay.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(crate::relay::IN_FLIGHT)),
         });
         Ok(App {
             proxy,

@@ -7,17 +7,18 @@
 
 mod transcript;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::mail::record::Origin;
 use crate::mail::MailRecord;
-use crate::queue::{Claimed, MailState, RcptStatus, Spool};
+use crate::queue::{Claimed, MailId, MailState, RcptStatus, Spool};
 use crate::report::{self, Failure, ReportConfig};
 use crate::smtp::{self, ClientConfig, ConnectOptions, NullTranscript, Session};
 use crate::translog::{LogConfig, TransLog};
@@ -43,6 +44,9 @@ impl Default for RelayConfig {
     }
 }
 
+/// Concluded deliveries whose bookkeeping may run at once behind the workers.
+pub const IN_FLIGHT: usize = 64;
+
 /// Everything a worker needs; shared by all workers.
 pub struct Relay {
     pub spool: Spool<MailRecord>,
@@ -52,6 +56,8 @@ pub struct Relay {
     pub log: LogConfig,
     pub report: ReportConfig,
     pub config: RelayConfig,
+    /// Bounds the bookkeeping tasks running behind the workers.
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl Relay {
@@ -67,7 +73,7 @@ impl Relay {
     }
 
     /// `name (ip:port)` of the upstream, for the console and reports.
-    fn server_label(&self, remote: Option<std::net::SocketAddr>) -> String {
+    fn server_label(&self, remote: Option<SocketAddr>) -> String {
         match remote {
             Some(r) => format!("{} ({r})", self.smtp.host),
             None => format!("{}:{}", self.smtp.host, self.smtp.effective_port()),
@@ -81,6 +87,8 @@ impl Relay {
             tasks.spawn(self.clone().worker(stop.clone()));
         }
         while tasks.join_next().await.is_some() {}
+        // Wait for the bookkeeping of the last deliveries.
+        let _ = self.in_flight.acquire_many(IN_FLIGHT as u32).await;
     }
 
     async fn worker(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -126,9 +134,73 @@ impl Relay {
         }
     }
 
-    /// One delivery attempt of one mail, with its own Log-*.txt.
+    /// One delivery attempt of one mail, with its own Log-*.txt. The SMTP exchange happens
+    /// here, on the worker's session; the bookkeeping after it (spool state, reports, log, console)
+    /// is handed to a task so the session can go on with the next mail while the spool fsyncs.
     #[tracing::instrument(level = "debug", skip_all, fields(id = %mail.id))]
-    async fn deliver(&self, mail: Claimed<MailRecord>, session: &mut Option<Session>) {
+    async fn deliver(self: &Arc<Self>, mail: Claimed<MailRecord>, session: &mut Option<Session>) {
+        let (mut a, open) = self.begin(mail);
+        if let Some(rejection) = a.record.rejected.clone() {
+            return self
+                .spawn_conclusion(a, Conclusion::Rejected(rejection))
+                .await;
+        }
+        if open.is_empty() {
+            return self.spawn_conclusion(a, Conclusion::NothingOpen).await;
+        }
+        let envelope = smtp::Envelope {
+            // RFC 5321 §4.5.5: delivery reports go out with the null reverse-path.
+            from: if a.record.origin == Origin::Report {
+                String::new()
+            } else {
+                a.record.sender.clone()
+            },
+            rcpts: open.clone(),
+        };
+        let mut t = LogTranscript {
+            log: a.log.as_mut(),
+            attempt: a.attempt,
+            log_body: self.log.log_body,
+            remote: None,
+        };
+        if session.as_ref().is_some_and(|s| !s.is_usable()) {
+            *session = None;
+        }
+        if let Some(s) = session.as_ref() {
+            let (local, peer) = s.addrs();
+            if let Some(log) = t.log.as_deref_mut() {
+                log.smtp_attempt(t.attempt, local, peer, &self.smtp.host);
+                log.note("reusing the open SMTP session (RSET starts the transaction)");
+            }
+            t.remote = Some(peer);
+        } else {
+            match Session::connect(&self.smtp, &self.connect, &mut t).await {
+                Ok(s) => *session = Some(s),
+                Err(e) => {
+                    a.remote = t.remote;
+                    return self.spawn_conclusion(a, Conclusion::Failed(open, e)).await;
+                }
+            }
+        }
+        let Some(s) = session.as_mut() else { return };
+        let result = s.send(&envelope, &a.message, &mut t).await;
+        // Nothing else due: end the session now, so this transcript shows the QUIT too.
+        let more_due = self.spool.next_due().is_some_and(|due| due <= Utc::now());
+        if !more_due || !s.is_usable() {
+            if let Some(s) = session.take() {
+                let _ = s.quit(&mut t).await;
+            }
+        }
+        a.remote = t.remote;
+        let conclusion = match result {
+            Err(e) => Conclusion::Failed(open, e),
+            Ok(delivery) => Conclusion::Sent(delivery),
+        };
+        self.spawn_conclusion(a, conclusion).await;
+    }
+
+    /// Opens the transaction log and lists the recipients still open.
+    fn begin(&self, mail: Claimed<MailRecord>) -> (Attempt, Vec<String>) {
         let Claimed {
             id, meta, message, ..
         } = mail;
@@ -160,206 +232,131 @@ impl Relay {
                 message.len()
             ));
         }
-        let mut outcome: Vec<String> = Vec::new();
-        let mut remote = None;
-
-        if let Some(rejection) = &record.rejected {
-            // Rejected at interception: nothing goes to the server; the sender hears why.
-            let reason = format!("not relayed: {}", rejection.reason);
-            let failures: Vec<Failure> = record
-                .recipients()
-                .map(|m| local_failure(&m.addr, &reason, status_for_rejection(&rejection.kind)))
-                .collect();
-            let failures = if failures.is_empty() {
-                vec![local_failure("(no recipients)", &reason, "5.1.3")]
-            } else {
-                failures
-            };
-            note(&mut log, &reason);
-            outcome.push(reason.clone());
-            self.queue_report(&record, &message, &failures, &mut log, &mut outcome)
-                .await;
-            if let Err(e) = self.spool.fail(&id, &reason).await {
-                tracing::error!(%id, error = %e, "cannot mark mail failed");
-            }
-            self.finish(log, &record, remote, message.len(), &outcome);
-            return;
-        }
-
         let open: Vec<String> = record
             .recipients()
             .map(|m| m.addr.clone())
             .filter(|a| meta.recipients.get(a).is_none_or(RcptStatus::is_open))
             .collect();
-        if open.is_empty() {
-            let _ = self.spool.complete(&id, &[]).await;
-            return;
-        }
-        let envelope = smtp::Envelope {
-            // RFC 5321 §4.5.5: delivery reports go out with the null reverse-path.
-            from: if record.origin == Origin::Report {
-                String::new()
-            } else {
-                record.sender.clone()
-            },
-            rcpts: open.clone(),
-        };
-
-        let mut t = LogTranscript {
-            log: log.as_mut(),
+        let attempt = Attempt {
+            id,
+            record,
+            message,
             attempt,
-            log_body: self.log.log_body,
             remote: None,
+            log,
+            outcome: Vec::new(),
         };
-        if session.as_ref().is_some_and(|s| !s.is_usable()) {
-            *session = None;
-        }
-        if let Some(s) = session.as_ref() {
-            let (local, peer) = s.addrs();
-            if let Some(log) = t.log.as_deref_mut() {
-                log.smtp_attempt(attempt, local, peer, &self.smtp.host);
-                log.note("reusing the open SMTP session (RSET starts the transaction)");
+        (attempt, open)
+    }
+
+    /// Runs the bookkeeping of a finished exchange in its own task, holding one of the bounded
+    /// in-flight slots (so memory stays flat however long the queue is).
+    async fn spawn_conclusion(self: &Arc<Self>, attempt: Attempt, conclusion: Conclusion) {
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let relay = self.clone();
+        tokio::spawn(async move {
+            relay.conclude(attempt, conclusion).await;
+            drop(permit);
+        });
+    }
+
+    async fn conclude(&self, mut a: Attempt, conclusion: Conclusion) {
+        match conclusion {
+            Conclusion::NothingOpen => {
+                if let Err(e) = self.spool.complete(&a.id, &[]).await {
+                    tracing::error!(id = %a.id, error = %e, "cannot mark mail delivered");
+                }
             }
-            t.remote = Some(peer);
+            Conclusion::Rejected(rejection) => {
+                // Rejected at interception: nothing went to the server; the sender hears why.
+                let reason = format!("not relayed: {}", rejection.reason);
+                let status = status_for_rejection(&rejection.kind);
+                let mut failures: Vec<Failure> = a
+                    .record
+                    .recipients()
+                    .map(|m| local_failure(&m.addr, &reason, status))
+                    .collect();
+                if failures.is_empty() {
+                    failures.push(local_failure("(no recipients)", &reason, "5.1.3"));
+                }
+                a.say(&reason);
+                self.queue_report(&mut a, &failures).await;
+                if let Err(e) = self.spool.fail(&a.id, &reason).await {
+                    tracing::error!(id = %a.id, error = %e, "cannot mark mail failed");
+                }
+            }
+            Conclusion::Failed(open, error) => self.whole_mail_failed(&mut a, &open, &error).await,
+            Conclusion::Sent(delivery) => self.sent(&mut a, &delivery).await,
+        }
+        self.finish(a);
+    }
+
+    /// Per-recipient outcome of a transaction that reached RCPT.
+    async fn sent(&self, a: &mut Attempt, delivery: &smtp::Delivery) {
+        let data_error = delivery.data_error();
+        let mut per_rcpt = Vec::new();
+        let mut failures = Vec::new();
+        let mut deferred = Vec::new();
+        for (rcpt, status) in &delivery.per_rcpt {
+            let reply = status.reply();
+            let text = reply.one_line();
+            match status {
+                smtp::RcptStatus::Accepted(_) => {
+                    a.say(&format!("delivered to {rcpt}"));
+                    per_rcpt.push((rcpt.clone(), RcptStatus::Delivered));
+                }
+                smtp::RcptStatus::Rejected(_) => {
+                    a.say(&format!("REJECTED {rcpt}: {text}"));
+                    per_rcpt.push((rcpt.clone(), RcptStatus::Failed(text.clone())));
+                    let command = match &data_error {
+                        Some(e) if e.reply() == Some(reply) => e.command().map(str::to_string),
+                        _ => Some(format!("RCPT TO:<{rcpt}>")),
+                    };
+                    failures.push(Failure {
+                        recipient: rcpt.clone(),
+                        status: status_of(reply, "5.0.0"),
+                        command,
+                        diagnostic: reply.lines.join("\n"),
+                        from_server: true,
+                        remote_mta: Some(self.server_label(a.remote)),
+                    });
+                }
+                smtp::RcptStatus::Deferred(_) => {
+                    a.say(&format!("deferred {rcpt}: {text}"));
+                    per_rcpt.push((rcpt.clone(), RcptStatus::Deferred(text.clone())));
+                    deferred.push(text);
+                }
+            }
+        }
+        if !failures.is_empty() {
+            self.queue_report(a, &failures).await;
+        }
+        if deferred.is_empty() {
+            if let Err(e) = self.spool.complete(&a.id, &per_rcpt).await {
+                tracing::error!(id = %a.id, error = %e, "cannot mark mail delivered");
+            }
         } else {
-            match Session::connect(&self.smtp, &self.connect, &mut t).await {
-                Ok(s) => *session = Some(s),
-                Err(e) => {
-                    remote = t.remote;
-                    self.whole_mail_failed(
-                        &id,
-                        &record,
-                        &message,
-                        &open,
-                        &e,
-                        remote,
-                        &mut log,
-                        &mut outcome,
-                    )
-                    .await;
-                    self.finish(log, &record, remote, message.len(), &outcome);
-                    return;
-                }
-            }
+            let reason = deferred.join("; ");
+            self.defer(a, &per_rcpt, &reason).await;
         }
-        let Some(s) = session.as_mut() else { return };
-        let result = s.send(&envelope, &message, &mut t).await;
-        // Nothing else due: end the session now, so this transcript shows the QUIT too.
-        let more_due = self.spool.next_due().is_some_and(|due| due <= Utc::now());
-        if !more_due || !s.is_usable() {
-            if let Some(s) = session.take() {
-                let _ = s.quit(&mut t).await;
-            }
-        }
-        remote = t.remote;
-        match result {
-            Err(e) => {
-                self.whole_mail_failed(
-                    &id,
-                    &record,
-                    &message,
-                    &open,
-                    &e,
-                    remote,
-                    &mut log,
-                    &mut outcome,
-                )
-                .await;
-            }
-            Ok(delivery) => {
-                let data_error = delivery.data_error();
-                let mut per_rcpt = Vec::new();
-                let mut failures = Vec::new();
-                let mut deferred = Vec::new();
-                for (rcpt, status) in &delivery.per_rcpt {
-                    let reply = status.reply();
-                    let text = reply.one_line();
-                    match status {
-                        smtp::RcptStatus::Accepted(_) => {
-                            outcome.push(format!("delivered to {rcpt}"));
-                            per_rcpt.push((rcpt.clone(), RcptStatus::Delivered));
-                        }
-                        smtp::RcptStatus::Rejected(_) => {
-                            outcome.push(format!("REJECTED {rcpt}: {text}"));
-                            per_rcpt.push((rcpt.clone(), RcptStatus::Failed(text.clone())));
-                            let command = match &data_error {
-                                Some(e) if reply_is(e, reply) => e.command().map(str::to_string),
-                                _ => Some(format!("RCPT TO:<{rcpt}>")),
-                            };
-                            failures.push(Failure {
-                                recipient: rcpt.clone(),
-                                status: status_of(reply, "5.0.0"),
-                                command,
-                                diagnostic: reply.lines.join("\n"),
-                                from_server: true,
-                                remote_mta: Some(self.server_label(remote)),
-                            });
-                        }
-                        smtp::RcptStatus::Deferred(_) => {
-                            outcome.push(format!("deferred {rcpt}: {text}"));
-                            per_rcpt.push((rcpt.clone(), RcptStatus::Deferred(text.clone())));
-                            deferred.push(text);
-                        }
-                    }
-                }
-                for line in &outcome {
-                    note(&mut log, line);
-                }
-                if !failures.is_empty() {
-                    self.queue_report(&record, &message, &failures, &mut log, &mut outcome)
-                        .await;
-                }
-                if deferred.is_empty() {
-                    if let Err(e) = self.spool.complete(&id, &per_rcpt).await {
-                        tracing::error!(%id, error = %e, "cannot mark mail delivered");
-                    }
-                } else {
-                    let reason = deferred.join("; ");
-                    self.defer(
-                        &id,
-                        &record,
-                        &message,
-                        &per_rcpt,
-                        &reason,
-                        remote,
-                        &mut log,
-                        &mut outcome,
-                    )
-                    .await;
-                }
-            }
-        }
-        self.finish(log, &record, remote, message.len(), &outcome);
     }
 
     /// The whole attempt failed before any recipient had an outcome (connect, greeting, AUTH,
     /// MAIL, SIZE refusal, I/O): defer every open recipient, or fail them all.
-    #[allow(clippy::too_many_arguments)]
-    async fn whole_mail_failed(
-        &self,
-        id: &crate::queue::MailId,
-        record: &MailRecord,
-        message: &[u8],
-        open: &[String],
-        error: &smtp::Error,
-        remote: Option<std::net::SocketAddr>,
-        log: &mut Option<TransLog>,
-        outcome: &mut Vec<String>,
-    ) {
+    async fn whole_mail_failed(&self, a: &mut Attempt, open: &[String], error: &smtp::Error) {
         let text = error.to_string();
         if error.is_transient() {
             let per_rcpt: Vec<(String, RcptStatus)> = open
                 .iter()
                 .map(|r| (r.clone(), RcptStatus::Deferred(text.clone())))
                 .collect();
-            outcome.push(format!("deferred (all recipients): {text}"));
-            note(log, outcome.last().map(String::as_str).unwrap_or_default());
-            self.defer(id, record, message, &per_rcpt, &text, remote, log, outcome)
-                .await;
+            a.say(&format!("deferred (all recipients): {text}"));
+            self.defer(a, &per_rcpt, &text).await;
             return;
         }
-        outcome.push(format!("FAILED (all recipients): {text}"));
-        note(log, &text);
+        a.say(&format!("FAILED (all recipients): {text}"));
         let failures: Vec<Failure> = open
             .iter()
             .map(|r| Failure {
@@ -374,34 +371,21 @@ impl Relay {
                     .map(|rep| rep.lines.join("\n"))
                     .unwrap_or_else(|| text.clone()),
                 from_server: error.reply().is_some(),
-                remote_mta: remote.map(|r| self.server_label(Some(r))),
+                remote_mta: a.remote.map(|r| self.server_label(Some(r))),
             })
             .collect();
-        self.queue_report(record, message, &failures, log, outcome)
-            .await;
-        if let Err(e) = self.spool.fail(id, &text).await {
-            tracing::error!(%id, error = %e, "cannot mark mail failed");
+        self.queue_report(a, &failures).await;
+        if let Err(e) = self.spool.fail(&a.id, &text).await {
+            tracing::error!(id = %a.id, error = %e, "cannot mark mail failed");
         }
     }
 
     /// Schedules a retry; when the queue gives up instead, reports the open recipients.
-    #[allow(clippy::too_many_arguments)]
-    async fn defer(
-        &self,
-        id: &crate::queue::MailId,
-        record: &MailRecord,
-        message: &[u8],
-        per_rcpt: &[(String, RcptStatus)],
-        reason: &str,
-        remote: Option<std::net::SocketAddr>,
-        log: &mut Option<TransLog>,
-        outcome: &mut Vec<String>,
-    ) {
-        match self.spool.defer(id, per_rcpt, reason, Utc::now()).await {
+    async fn defer(&self, a: &mut Attempt, per_rcpt: &[(String, RcptStatus)], reason: &str) {
+        match self.spool.defer(&a.id, per_rcpt, reason, Utc::now()).await {
             Ok(MailState::Failed) => {
                 let gave_up = format!("gave up retrying: {reason}");
-                outcome.push(gave_up.clone());
-                note(log, &gave_up);
+                a.say(&gave_up);
                 let failures: Vec<Failure> = per_rcpt
                     .iter()
                     .filter(|(_, s)| matches!(s, RcptStatus::Deferred(_)))
@@ -411,16 +395,15 @@ impl Relay {
                         command: None,
                         diagnostic: gave_up.clone(),
                         from_server: false,
-                        remote_mta: remote.map(|r| self.server_label(Some(r))),
+                        remote_mta: a.remote.map(|r| self.server_label(Some(r))),
                     })
                     .collect();
-                self.queue_report(record, message, &failures, log, outcome)
-                    .await;
+                self.queue_report(a, &failures).await;
             }
             Ok(_) => {
                 let next = self
                     .spool
-                    .get(id)
+                    .get(&a.id)
                     .await
                     .ok()
                     .flatten()
@@ -431,52 +414,42 @@ impl Relay {
                             .to_string()
                     })
                     .unwrap_or_default();
-                let line = format!("will retry at {next}");
-                note(log, &line);
-                outcome.push(line);
+                a.say(&format!("will retry at {next}"));
             }
-            Err(e) => tracing::error!(%id, error = %e, "cannot defer mail"),
+            Err(e) => tracing::error!(id = %a.id, error = %e, "cannot defer mail"),
         }
     }
 
     /// Queues an error report to the sender (never for a report).
-    async fn queue_report(
-        &self,
-        record: &MailRecord,
-        message: &[u8],
-        failures: &[Failure],
-        log: &mut Option<TransLog>,
-        outcome: &mut Vec<String>,
-    ) {
+    async fn queue_report(&self, a: &mut Attempt, failures: &[Failure]) {
         let built = report::build(
-            record,
-            message,
+            &a.record,
+            &a.message,
             failures,
             &self.report,
             &self.report_from(),
             Utc::now(),
         );
         let line = match built {
-            None if record.origin == Origin::Report => "no report about a report".to_string(),
+            None if a.record.origin == Origin::Report => "no report about a report".to_string(),
             None => "no error report: the mail has no sender address to report to".to_string(),
             Some((report, bytes)) => match self.spool.enqueue(&report, &bytes).await {
-                Ok(rid) => format!("error report to {} queued as {rid}", record.sender),
+                Ok(rid) => format!("error report to {} queued as {rid}", a.record.sender),
                 Err(e) => format!("error report could not be queued: {e}"),
             },
         };
-        note(log, &line);
-        outcome.push(line);
+        a.say(&line);
     }
 
-    fn finish(
-        &self,
-        log: Option<TransLog>,
-        record: &MailRecord,
-        remote: Option<std::net::SocketAddr>,
-        bytes: usize,
-        outcome: &[String],
-    ) {
-        let mut outcome = outcome.to_vec();
+    fn finish(&self, a: Attempt) {
+        let Attempt {
+            record,
+            message,
+            remote,
+            log,
+            mut outcome,
+            ..
+        } = a;
         if let Some(log) = log {
             match log.finish() {
                 Ok(path) => outcome.push(format!("transcript {}", path.display())),
@@ -484,15 +457,45 @@ impl Relay {
             }
         }
         if self.config.console {
-            console_summary(record, &self.server_label(remote), bytes, &outcome);
+            console_summary(&record, &self.server_label(remote), message.len(), &outcome);
         }
     }
 }
 
-fn note(log: &mut Option<TransLog>, text: &str) {
-    if let Some(log) = log.as_mut() {
-        log.note(text);
+/// One mail's delivery attempt: what is known and said about it so far.
+struct Attempt {
+    id: MailId,
+    record: MailRecord,
+    message: Vec<u8>,
+    /// 1-based attempt number.
+    attempt: u32,
+    /// The server that answered, once connected.
+    remote: Option<SocketAddr>,
+    log: Option<TransLog>,
+    /// Outcome lines for the console.
+    outcome: Vec<String>,
+}
+
+impl Attempt {
+    /// Records an outcome line in the transcript and for the console.
+    fn say(&mut self, line: &str) {
+        if let Some(log) = self.log.as_mut() {
+            log.note(line);
+        }
+        self.outcome.push(line.to_string());
     }
+}
+
+/// How the SMTP exchange (if any) ended.
+enum Conclusion {
+    /// Rejected at interception; no SMTP.
+    Rejected(crate::mail::record::Rejection),
+    /// Every recipient already has a final status.
+    NothingOpen,
+    /// The exchange failed as a whole for these open recipients.
+    Failed(Vec<String>, smtp::Error),
+    /// The transaction ran; per-recipient outcomes inside.
+    Sent(smtp::Delivery),
 }
 
 fn local_failure(rcpt: &str, reason: &str, status: &str) -> Failure {
@@ -525,8 +528,4 @@ fn status_of(reply: &smtp::Reply, default: &str) -> String {
         None if reply.is_transient() => "4.0.0".into(),
         None => default.to_string(),
     }
-}
-
-fn reply_is(error: &smtp::Error, reply: &smtp::Reply) -> bool {
-    error.reply() == Some(reply)
 }
