@@ -35,6 +35,8 @@ pub struct Config {
     pub rule: Vec<RuleConfig>,
     pub queue: QueueConfig,
     pub log: LogConfig,
+    /// `[mitm]`: TLS interception of webmail hosts.
+    pub mitm: crate::proxy::mitm::MitmConfig,
 }
 
 /// `[limits]`: sizes mailtap enforces on intercepted mail.
@@ -332,6 +334,9 @@ impl Config {
             })?;
         }
         self.rule_set()?;
+        self.mitm
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         Ok(())
     }
 }
