@@ -49,17 +49,11 @@ impl App {
 
     /// Like [`App::start`], with `interceptor` in place of the webmail interceptor (for tests
     /// of the proxy's interception seam).
-    pub async fn start_with(
-        config: &Config,
-        interceptor: Arc<dyn Interceptor>,
-    ) -> Result<App, StartError> {
+    pub async fn start_with(config: &Config, interceptor: Arc<dyn Interceptor>) -> Result<App, StartError> {
         App::start_inner(config, Some(interceptor)).await
     }
 
-    async fn start_inner(
-        config: &Config,
-        interceptor: Option<Arc<dyn Interceptor>>,
-    ) -> Result<App, StartError> {
+    async fn start_inner(config: &Config, interceptor: Option<Arc<dyn Interceptor>>) -> Result<App, StartError> {
         let spool: Spool<MailRecord> =
             Spool::open(&config.paths.data, config.queue.clone()).map_err(StartError::Spool)?;
         let interceptor = match interceptor {
@@ -73,17 +67,10 @@ impl App {
                     senders: config.senders.clone(),
                     smtp_account: None,
                 };
-                Arc::new(Capture::new(
-                    rules,
-                    config.intercept.upload_store(),
-                    settings,
-                    spool.clone(),
-                ))
+                Arc::new(Capture::new(rules, config.intercept.upload_store(), settings, spool.clone()))
             }
         };
-        let proxy = Proxy::bind(config, Some(interceptor))
-            .await
-            .map_err(StartError::Proxy)?;
+        let proxy = Proxy::bind(config, Some(interceptor)).await.map_err(StartError::Proxy)?;
         Ok(App { proxy, spool })
     }
 

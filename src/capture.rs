@@ -22,9 +22,7 @@ use crate::intercept::{
     resolve_sender, Action, Extracted, MatchKind, OwnedHead, Rule, RuleSet, Ticket, UploadStore,
 };
 use crate::mail::record::{redact_head, MailRecord, Source};
-use crate::proxy::{
-    full_body, ClientInfo, Interceptor, Outcome, ProxyBody, RequestHead, ResponseHook,
-};
+use crate::proxy::{full_body, ClientInfo, Interceptor, Outcome, ProxyBody, RequestHead, ResponseHook};
 use crate::queue::Spool;
 
 /// Largest upload response body read to find the upload id in it.
@@ -52,12 +50,7 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn new(
-        rules: RuleSet,
-        uploads: UploadStore,
-        settings: CaptureSettings,
-        spool: Spool<MailRecord>,
-    ) -> Capture {
+    pub fn new(rules: RuleSet, uploads: UploadStore, settings: CaptureSettings, spool: Spool<MailRecord>) -> Capture {
         Capture {
             rules,
             settings,
@@ -78,11 +71,7 @@ impl Interceptor for Capture {
         self.rules.match_head(&owned.view()).is_some()
     }
 
-    fn intercept(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        info: ClientInfo,
-    ) -> BoxFuture<'static, Outcome> {
+    fn intercept(self: Arc<Self>, request: Request<Incoming>, info: ClientInfo) -> BoxFuture<'static, Outcome> {
         Box::pin(async move { self.handle(request, info).await })
     }
 
@@ -111,9 +100,7 @@ impl Capture {
         let body = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                     return too_large(&head, limit);
                 }
                 tracing::info!(host = %head.host, error = %e, "browser aborted an intercepted request");
@@ -173,9 +160,7 @@ impl Capture {
         head: &OwnedHead,
     ) -> Outcome {
         let action = rule.config.action;
-        let relay_response = (action == Action::Relay)
-            .then(|| rule.relay_response(&draft))
-            .flatten();
+        let relay_response = (action == Action::Relay).then(|| rule.relay_response(&draft)).flatten();
         let sender = resolve_sender(
             draft.from.as_ref(),
             rule.config.sender.as_deref(),
@@ -248,10 +233,7 @@ impl Capture {
                     Ok(c) => c.to_bytes(),
                     Err(e) => {
                         tracing::warn!(%rule, error = %e, "upload response unreadable; id not noted");
-                        return crate::proxy::error_response(
-                            StatusCode::BAD_GATEWAY,
-                            &format!("upload response: {e}"),
-                        );
+                        return crate::proxy::error_response(StatusCode::BAD_GATEWAY, &format!("upload response: {e}"));
                     }
                 };
                 if let Some(r) = self.rules.get(&rule) {
@@ -287,10 +269,7 @@ fn too_large(head: &OwnedHead, limit: usize) -> Outcome {
 fn response_head(response: &Response<ProxyBody>) -> String {
     let mut out = format!("HTTP/1.1 {}\n", response.status());
     for (name, value) in response.headers() {
-        out.push_str(&format!(
-            "{name}: {}\n",
-            String::from_utf8_lossy(value.as_bytes())
-        ));
+        out.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
     }
     out
 }
