@@ -82,8 +82,9 @@ pub struct SeenTls {
     pub body_len: usize,
 }
 
-/// An HTTPS origin. `/` answers `hello over tls`; `/big?n=N` answers N bytes of 'x'; `/echo`
-/// echoes the body; anything else answers `path <target>`.
+/// An HTTPS origin. `/` answers `hello over tls` (to GET; a POST gets `webmail got the post`);
+/// `/big?n=N` answers N bytes of 'x'; `/echo` echoes the body; `/compose` is a Roundcube-shaped
+/// compose page whose script submits the form on load; anything else answers `path <target>`.
 pub struct HttpsOrigin {
     pub addr: SocketAddr,
     pub leaf_der: Vec<u8>,
@@ -143,7 +144,18 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<SeenTls>>>) -> Respo
         body_len: body.len(),
     });
     match parts.uri.path() {
+        "/" if parts.method == hyper::Method::POST => {
+            Response::new(Full::new(Bytes::from_static(b"webmail got the post")))
+        }
         "/" => Response::new(Full::new(Bytes::from_static(b"hello over tls"))),
+        "/compose" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(COMPOSE_PAGE.as_bytes())));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
         "/echo" => Response::new(Full::new(body)),
         "/big" => {
             let n: usize = parts
@@ -157,6 +169,28 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<SeenTls>>>) -> Respo
         _ => Response::new(Full::new(Bytes::from(format!("path {target}")))),
     }
 }
+
+/// A compose form shaped like Roundcube 1.6's (the fields its built-in rule reads), submitted
+/// by its own script once loaded.
+pub const COMPOSE_PAGE: &str = r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Compose</title></head>
+<body onload="document.getElementById('f').submit()">
+<form id="f" method="post" action="/?_task=mail&_unlock=loading42&_framed=1">
+<input type="hidden" name="_token" value="tok">
+<input type="hidden" name="_task" value="mail">
+<input type="hidden" name="_action" value="send">
+<input type="hidden" name="_id" value="c0ffee">
+<input type="hidden" name="_from" value="Li Lei &lt;lilei@example.com&gt;">
+<input type="text" name="_to" value="Zhang San &lt;zhangsan@example.com&gt;, bob@example.org">
+<input type="text" name="_cc" value="">
+<input type="text" name="_bcc" value="">
+<input type="text" name="_subject" value="Browser test 浏览器">
+<textarea name="_message">Hello from headless Chromium over HTTPS.</textarea>
+<input type="hidden" name="_is_html" value="0">
+<input type="hidden" name="_draft" value="">
+<input type="hidden" name="_store_target" value="Sent">
+</form></body></html>
+"#;
 
 /// mailtap's CA certificate (PEM) under a test's data directory.
 pub fn mailtap_ca_pem(data_dir: &Path) -> String {
