@@ -116,12 +116,12 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION")
         );
         println!("  PAC file:    http://{addr}/proxy.pac");
-        if config.mitm.enabled {
-            println!("  CA (HTTPS):  http://{addr}/ca.crt  (details: mailtap ca)");
-        }
         match &cli.config {
             Some(path) => println!("  config file: {}", path.display()),
             None => println!("  config file: none (built-in defaults)"),
+        }
+        if config.mitm.enabled {
+            println!("  CA (HTTPS):  http://{addr}/ca.crt  (details: mailtap ca)");
         }
         app.run(signals.shutdown()).await;
         ExitCode::SUCCESS
