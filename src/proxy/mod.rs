@@ -1,5 +1,6 @@
 //! The HTTP/1.1 forward proxy: accept loop, per-request dispatch, streaming forward path, blind
-//! CONNECT tunnels, and the pages mailtap serves on its own address.
+//! CONNECT tunnels, TLS interception of listed hosts (`mitm`), and the pages mailtap serves on
+//! its own address.
 //!
 //! The proxy knows HTTP and sockets and nothing about mail. Whether a request is intercepted is
 //! decided by an [`Interceptor`] on the request head alone; every other request takes the
