@@ -212,3 +212,29 @@ fn mailtap_ca_prints_path_and_fingerprints() {
     );
     assert_eq!(run(), first, "the second run shows the same CA");
 }
+
+#[tokio::test]
+async fn unusable_extra_roots_stop_startup_naming_the_file() {
+    // Guards [mitm].extra_roots: a missing file or one without a certificate is a start error.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    for (path, why) in [
+        (dir.path().join("missing.pem"), "cannot read"),
+        (junk, "junk.pem"),
+    ] {
+        let mut config = Config::parse("").unwrap();
+        config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+        config.paths.data = dir.path().join("data");
+        config.mitm.extra_roots = vec![path.clone()];
+        let err = App::start(&config)
+            .await
+            .err()
+            .expect("startup refused")
+            .to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(why),
+            "{err}"
+        );
+    }
+}

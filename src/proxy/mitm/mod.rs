@@ -19,13 +19,14 @@ pub(super) mod serve;
 mod upstream;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use ca::{CaError, CertAuthority, Leaf, CA_CERT_FILE, CA_KEY_FILE};
 pub use config::MitmConfig;
 pub use leaf::{CacheStats, LeafCache, LeafError};
 pub use policy::DecryptPolicy;
-pub use upstream::{connector, TlsConn, TlsDialer, UpstreamError};
+pub use upstream::{TlsConn, TlsDialer, UpstreamError, UpstreamTls};
 
 /// Why interception could not be set up.
 #[derive(Debug)]
@@ -55,7 +56,7 @@ pub struct Mitm {
     ca: CertAuthority,
     leaves: LeafCache,
     policy: DecryptPolicy,
-    upstream: tokio_native_tls::TlsConnector,
+    upstream: Arc<UpstreamTls>,
     handshake_timeout: Duration,
 }
 
@@ -77,7 +78,8 @@ impl Mitm {
         rule_hosts: Vec<String>,
     ) -> Result<Mitm, MitmError> {
         let ca = CertAuthority::load_or_create(&ca_dir(data)).map_err(MitmError::Ca)?;
-        let upstream = connector(&config.extra_roots).map_err(MitmError::Upstream)?;
+        let upstream =
+            Arc::new(UpstreamTls::new(&config.extra_roots).map_err(MitmError::Upstream)?);
         let mut hosts = rule_hosts;
         hosts.extend(config.decrypt_hosts.iter().cloned());
         Ok(Mitm {
@@ -116,7 +118,7 @@ impl Mitm {
     }
 
     /// The verified TLS client for origins.
-    pub fn upstream(&self) -> tokio_native_tls::TlsConnector {
+    pub fn upstream(&self) -> Arc<UpstreamTls> {
         self.upstream.clone()
     }
 

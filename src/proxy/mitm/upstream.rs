@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,8 +30,6 @@ pub enum UpstreamError {
     Read { path: PathBuf, source: io::Error },
     /// An `extra_roots` file holds no usable certificate.
     BadRoots { path: PathBuf, reason: String },
-    /// OpenSSL could not build the client context.
-    Tls(native_tls::Error),
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -46,25 +45,50 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::BadRoots { path, reason } => {
                 write!(f, "[mitm].extra_roots: {}: {reason}", path.display())
             }
-            UpstreamError::Tls(e) => write!(f, "cannot set up the upstream TLS client: {e}"),
         }
     }
 }
 
 impl std::error::Error for UpstreamError {}
 
-/// A TLS client trusting the system roots plus every certificate in `extra_roots` (PEM files,
-/// each holding one or more certificates).
-pub fn connector(extra_roots: &[PathBuf]) -> Result<TlsConnector, UpstreamError> {
-    let mut builder = native_tls::TlsConnector::builder();
-    for path in extra_roots {
-        for cert in read_roots(path)? {
-            builder.add_root_certificate(cert);
+/// The TLS client for origins: trusts the system roots plus every certificate in `extra_roots`
+/// (PEM files, each holding one or more certificates). The root files are read and checked when
+/// this is created; the OpenSSL context (which loads the whole system store, a few MiB) is built
+/// on first use, so a mailtap that never decrypts does not pay for it.
+pub struct UpstreamTls {
+    roots: Vec<native_tls::Certificate>,
+    built: OnceLock<Result<TlsConnector, String>>,
+}
+
+impl UpstreamTls {
+    /// Reads and parses `extra_roots`; an unreadable file or one without a certificate is an
+    /// error naming the file.
+    pub fn new(extra_roots: &[PathBuf]) -> Result<UpstreamTls, UpstreamError> {
+        let mut roots = Vec::new();
+        for path in extra_roots {
+            roots.extend(read_roots(path)?);
         }
+        Ok(UpstreamTls {
+            roots,
+            built: OnceLock::new(),
+        })
     }
-    Ok(TlsConnector::from(
-        builder.build().map_err(UpstreamError::Tls)?,
-    ))
+
+    /// The connector, built once. Verification is always on (native-tls's default).
+    pub fn connector(&self) -> Result<TlsConnector, String> {
+        self.built
+            .get_or_init(|| {
+                let mut builder = native_tls::TlsConnector::builder();
+                for cert in &self.roots {
+                    builder.add_root_certificate(cert.clone());
+                }
+                builder
+                    .build()
+                    .map(TlsConnector::from)
+                    .map_err(|e| format!("cannot set up the upstream TLS client: {e}"))
+            })
+            .clone()
+    }
 }
 
 fn read_roots(path: &Path) -> Result<Vec<native_tls::Certificate>, UpstreamError> {
@@ -123,25 +147,29 @@ impl Connection for TlsConn {
 #[derive(Clone)]
 pub struct TlsDialer {
     dialer: Dialer,
-    tls: TlsConnector,
+    tls: Arc<UpstreamTls>,
 }
 
 impl TlsDialer {
-    pub fn new(dialer: Dialer, tls: TlsConnector) -> TlsDialer {
+    pub fn new(dialer: Dialer, tls: Arc<UpstreamTls>) -> TlsDialer {
         TlsDialer { dialer, tls }
     }
 
     /// Connects to `host:port` and completes a verified TLS handshake.
     pub async fn connect(&self, host: &str, port: u16) -> Result<TlsConn, DialError> {
-        let tcp = self.dialer.connect(host, port).await?;
-        let name = host.trim_start_matches('[').trim_end_matches(']');
         let err = |kind| DialError {
             host: host.to_string(),
             port,
             kind,
         };
+        let tls = self
+            .tls
+            .connector()
+            .map_err(|e| err(DialErrorKind::Tls(e)))?;
+        let tcp = self.dialer.connect(host, port).await?;
+        let name = host.trim_start_matches('[').trim_end_matches(']');
         let deadline: Duration = self.dialer.timeout();
-        match tokio::time::timeout(deadline, self.tls.connect(name, tcp)).await {
+        match tokio::time::timeout(deadline, tls.connect(name, tcp)).await {
             Ok(Ok(stream)) => Ok(TlsConn(stream)),
             Ok(Err(e)) => Err(err(DialErrorKind::Tls(describe(&e)))),
             Err(_) => Err(err(DialErrorKind::Timeout(deadline))),
