@@ -3,7 +3,9 @@
 #  - handshake time through mailtap for a decrypted host seen for the first time (leaf minted)
 #    and again (leaf cached), next to a blind CONNECT and a direct TLS handshake;
 #  - bulk download throughput: direct TLS, through mailtap decrypted (TLS twice + HTTP/1.1
-#    re-framing), and through a blind CONNECT tunnel (unchanged path), as ratios to direct.
+#    re-framing), and through a blind CONNECT tunnel — with interception on (the host is just
+#    not listed) and with a second mailtap that has `[mitm] enabled = false` (the path as it was
+#    before interception existed) — as ratios to direct.
 #
 #   benches/mitm.sh              # ~1 minute
 #   BULK_MB=256 HOSTS=10 benches/mitm.sh
@@ -104,6 +106,12 @@ RUST_LOG=warn "$BIN" --config "$WORK/mailtap.toml" --listen "127.0.0.1:$MT" >"$W
 MT_PID=$!
 PIDS+=("$MT_PID")
 wait_port "$MT"
+MT_OFF=$(free_port)
+printf '[paths]\ndata = "%s"\nlogs = "%s"\n[resolve]\n"blind.bench.test" = "127.0.0.1"\n[mitm]\nenabled = false\n' \
+  "$WORK/data-off" "$WORK/logs-off" >"$WORK/mailtap-off.toml"
+RUST_LOG=warn "$BIN" --config "$WORK/mailtap-off.toml" --listen "127.0.0.1:$MT_OFF" >"$WORK/mailtap-off.log" 2>&1 &
+PIDS+=($!)
+wait_port "$MT_OFF"
 MCA=$WORK/data/ca/mailtap-ca.pem
 PROXY=(-x "http://127.0.0.1:$MT")
 DIRECT_RESOLVE=(--resolve "mitm.bench.test:$ORIGIN:127.0.0.1")
@@ -134,15 +142,22 @@ bulk() {
     direct) curl -sf -o /dev/null -w '%{speed_download}' --cacert "$WORK/ca.pem" "${DIRECT_RESOLVE[@]}" "https://mitm.bench.test:$ORIGIN/bulk" ;;
     mitm) curl -sf -o /dev/null -w '%{speed_download}' --cacert "$MCA" "${PROXY[@]}" "https://mitm.bench.test:$ORIGIN/bulk" ;;
     blind) curl -sf -o /dev/null -w '%{speed_download}' --cacert "$WORK/ca.pem" "${PROXY[@]}" "https://blind.bench.test:$ORIGIN/bulk" ;;
+    off) curl -sf -o /dev/null -w '%{speed_download}' --cacert "$WORK/ca.pem" -x "http://127.0.0.1:$MT_OFF" "https://blind.bench.test:$ORIGIN/bulk" ;;
   esac | awk '{printf "%.0f\n", $1 / 1e6}'
 }
-: >"$WORK/b_direct"; : >"$WORK/b_mitm"; : >"$WORK/b_blind"
-# Three interleaved rounds; the best of each mode counts (other work on the machine only slows).
-for _ in 1 2 3; do
-  for m in direct mitm blind; do bulk "$m" >>"$WORK/b_$m"; done
+: >"$WORK/b_direct"; : >"$WORK/b_mitm"; : >"$WORK/b_blind"; : >"$WORK/b_off"
+# Interleaved rounds in rotating order; the best of each mode counts (other work on the
+# machine only ever slows a run down).
+ROUNDS=${ROUNDS:-4}
+ORDER=(direct mitm blind off)
+for r in $(seq 0 $((ROUNDS - 1))); do
+  for k in 0 1 2 3; do
+    m=${ORDER[$(((k + r) % 4))]}
+    bulk "$m" >>"$WORK/b_$m"
+  done
 done
 best() { sort -n "$1" | tail -1; }
-D=$(best "$WORK/b_direct"); M=$(best "$WORK/b_mitm"); B=$(best "$WORK/b_blind")
+D=$(best "$WORK/b_direct"); M=$(best "$WORK/b_mitm"); B=$(best "$WORK/b_blind"); O=$(best "$WORK/b_off")
 
 echo "mailtap TLS interception benchmark — $(nproc) cores, nginx TLS origin on loopback"
 echo
@@ -152,7 +167,8 @@ printf '  %-44s %8s\n' "blind CONNECT + TLS to the origin" "$(median <"$WORK/bli
 printf '  %-44s %8s\n' "decrypted, new host (leaf minted)" "$(median <"$WORK/first")"
 printf '  %-44s %8s\n' "decrypted, same host again (leaf cached)" "$(median <"$WORK/cached")"
 echo
-echo "bulk ${BULK_MB} MiB download over TLS, MB/s (best of 3, interleaved):"
+echo "bulk ${BULK_MB} MiB download over TLS, MB/s (best of $ROUNDS, interleaved):"
 printf '  %-20s %8s %6s\n' direct "$D" 1.00
 printf '  %-20s %8s %6s\n' "mailtap decrypted" "$M" "$(python3 -c "print(f'{$M/$D:.2f}')")"
 printf '  %-20s %8s %6s\n' "mailtap blind" "$B" "$(python3 -c "print(f'{$B/$D:.2f}')")"
+printf '  %-20s %8s %6s\n' "blind, mitm off" "$O" "$(python3 -c "print(f'{$O/$D:.2f}')")"
