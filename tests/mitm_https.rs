@@ -339,3 +339,37 @@ async fn pac_home_and_ca_downloads() {
     assert_eq!(status, 0);
     assert_eq!(der, ca.cert_der());
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_decrypted_connections_promptly() {
+    // Guards graceful shutdown: an idle kept-alive decrypted connection is closed at once
+    // rather than holding shutdown for the whole grace period.
+    let w = world().await;
+    let auth = w.authority("origin.example.test");
+    let tls = tls_via(
+        w.mt.addr,
+        &auth,
+        "origin.example.test",
+        &trusting(&[&w.mailtap_ca]),
+    )
+    .await
+    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let first = sender.send_request(get(&auth, "/")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    drop(first);
+    let started = std::time::Instant::now();
+    w.mt.shutdown().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?} (grace is 10 s)",
+        started.elapsed()
+    );
+    let closed = tokio::time::timeout(WAIT, conn).await;
+    assert!(closed.is_ok(), "mailtap closed the decrypted connection");
+    drop(sender);
+}

@@ -182,6 +182,7 @@ impl Proxy {
                     .any(|net| net.contains(&peer.ip())),
                 shared: self.shared.clone(),
                 permit: Arc::new(permit),
+                stop: stop_rx.clone(),
             };
             tokio::spawn(serve_connection(stream, ctx, stop_rx.clone()));
         }

@@ -46,6 +46,9 @@ pub struct ConnCtx {
     pub allowed: bool,
     /// Held by the connection and by any tunnel it becomes, so the connection limit counts both.
     pub permit: Arc<OwnedSemaphorePermit>,
+    /// Turns true when the proxy shuts down (decrypted tunnels then finish their request and
+    /// close, like plain connections).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Builds the `Proxy-Authorization` value that `username:password` produces.

@@ -71,7 +71,17 @@ pub async fn run(ctx: ConnCtx, mitm: Arc<Mitm>, authority: Authority, request: R
             async move { Ok::<_, std::convert::Infallible>(handle_inner(ctx, authority, request).await) }
         })
     };
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let mut stop = ctx.stop.clone();
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%host, %client, error = %e, "decrypted connection ended with an error");
     }
 }
