@@ -86,7 +86,8 @@ pub async fn run(ctx: ConnCtx, mitm: Arc<Mitm>, authority: Authority, request: R
     }
 }
 
-/// One request inside the tunnel.
+/// One request inside the tunnel. The access checks (`[proxy].allow`, proxy authentication)
+/// were passed by the CONNECT that opened it; browsers send no `Proxy-Authorization` inside.
 async fn handle_inner(
     ctx: ConnCtx,
     authority: Authority,
