@@ -43,6 +43,8 @@ pub struct Config {
     pub builtin_smtp: BuiltinSmtpConfig,
     pub report: ReportConfig,
     pub relay: RelayConfig,
+    /// `[mitm]`: TLS interception of webmail hosts.
+    pub mitm: crate::proxy::mitm::MitmConfig,
 }
 
 /// `[limits]`: sizes mailtap enforces on intercepted mail.
@@ -352,6 +354,9 @@ impl Config {
             });
         }
         self.rule_set()?;
+        self.mitm
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         Ok(())
     }
 }

@@ -30,6 +30,9 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print mailtap's CA certificate path and fingerprints (creating the CA under
+    /// `[paths].data/ca/` when there is none yet).
+    Ca,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,19 @@ fn main() -> ExitCode {
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("mailtap: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let load = |path: &Option<PathBuf>| match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    };
+    if let Some(Command::Ca) = &cli.command {
+        return match load(&cli.config) {
+            Ok(config) => print_ca(&config),
             Err(e) => {
                 eprintln!("mailtap: {e}");
                 ExitCode::from(2)
@@ -114,9 +130,33 @@ fn main() -> ExitCode {
             Some(path) => println!("  config file: {}", path.display()),
             None => println!("  config file: none (built-in defaults)"),
         }
+        if config.mitm.enabled {
+            println!("  CA (HTTPS):  http://{addr}/ca.crt  (details: mailtap ca)");
+        }
         app.run(signals.shutdown()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// `mailtap ca`: where the CA is and how to recognise it.
+fn print_ca(config: &Config) -> ExitCode {
+    let dir = mailtap::proxy::mitm::ca_dir(&config.paths.data);
+    match mailtap::proxy::mitm::CertAuthority::load_or_create(&dir) {
+        Ok(ca) => {
+            println!("CA certificate:      {}", ca.cert_path().display());
+            println!("SHA-256 fingerprint: {}", ca.fingerprint_sha256());
+            println!("SPKI SHA-256:        {}", ca.spki_sha256_base64());
+            println!(
+                "  (Chromium: --ignore-certificate-errors-spki-list={})",
+                ca.spki_sha256_base64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mailtap: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Ctrl-C and SIGTERM, registered before the banner so that no early signal is missed.

@@ -36,6 +36,9 @@ pub enum DialErrorKind {
     Timeout(Duration),
     /// The URI had no host or an unsupported scheme.
     BadTarget(&'static str),
+    /// TCP connected but the TLS handshake failed: the origin's certificate was not trusted
+    /// (the reason says why) or the origin does not speak TLS.
+    Tls(String),
 }
 
 impl DialError {
@@ -59,6 +62,7 @@ impl fmt::Display for DialError {
                 )
             }
             DialErrorKind::BadTarget(why) => write!(f, "bad target {host}:{port}: {why}"),
+            DialErrorKind::Tls(why) => write!(f, "TLS with {host}:{port} failed: {why}"),
         }
     }
 }
@@ -82,6 +86,11 @@ impl Dialer {
             overrides: Arc::new(overrides),
             timeout,
         }
+    }
+
+    /// The deadline applied to one connection attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The addresses `host` maps to: the `[resolve]` override when there is one, a literal IP,

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::dial::{DialError, Dialer};
+use super::mitm::TlsDialer;
 use super::pages::error_response;
 use super::ProxyBody;
 
@@ -56,26 +57,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<Dialer, ProxyBody>,
+    /// For `https://` requests from decrypted tunnels; a separate pool so that the plain-HTTP
+    /// path is exactly what it was without interception.
+    tls_client: Option<Client<TlsDialer, ProxyBody>>,
     response_timeout: Duration,
 }
 
 impl Forwarder {
     pub fn new(dialer: Dialer, upstream_idle: Duration, response_timeout: Duration) -> Forwarder {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(upstream_idle)
-            .pool_timer(TokioTimer::new())
-            .http1_preserve_header_case(true)
-            // Host is set from the request target below, always.
-            .set_host(false)
-            .build(dialer);
+        let client = client_builder(upstream_idle).build(dialer);
         Forwarder {
             client,
+            tls_client: None,
             response_timeout,
         }
     }
 
-    /// Forwards an absolute-form `http://` request and returns the origin's response with
-    /// hop-by-hop fields removed, or a 502/504 naming the target and the cause.
+    /// Adds the pooled TLS client that forwards `https://` requests (decrypted tunnels).
+    pub fn with_tls(mut self, dialer: TlsDialer, upstream_idle: Duration) -> Forwarder {
+        self.tls_client = Some(client_builder(upstream_idle).build(dialer));
+        self
+    }
+
+    /// Forwards an absolute-form `http://` (or, with [`Forwarder::with_tls`], `https://`)
+    /// request and returns the origin's response with hop-by-hop fields removed, or a 502/504
+    /// naming the target and the cause (for TLS: the certificate problem).
     pub async fn forward(&self, mut request: Request<ProxyBody>) -> Response<ProxyBody> {
         let target = request
             .uri()
@@ -83,8 +89,18 @@ impl Forwarder {
             .map(|a| a.to_string())
             .unwrap_or_default();
         prepare_request(&mut request);
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(request));
-        match sent.await {
+        let sent = if request.uri().scheme_str() == Some("https") {
+            let Some(tls_client) = &self.tls_client else {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{target}: https:// forwarding is off ([mitm].enabled = false)"),
+                );
+            };
+            tokio::time::timeout(self.response_timeout, tls_client.request(request)).await
+        } else {
+            tokio::time::timeout(self.response_timeout, self.client.request(request)).await
+        };
+        match sent {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -106,11 +122,26 @@ impl Forwarder {
     }
 }
 
+fn client_builder(upstream_idle: Duration) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(upstream_idle)
+        .pool_timer(TokioTimer::new())
+        .http1_preserve_header_case(true)
+        // Host is set from the request target below, always.
+        .set_host(false);
+    builder
+}
+
 /// Rewrites a browser's request for the origin: hop-by-hop fields out, `Host` from the target,
 /// `Expect` answered by us (hyper sends `100 Continue` when the body is first read), `Via` in.
 fn prepare_request(request: &mut Request<ProxyBody>) {
+    let default_port = match request.uri().scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
     let host = request.uri().authority().map(|a| {
-        let port = a.port_u16().filter(|p| *p != 80);
+        let port = a.port_u16().filter(|p| *p != default_port);
         match port {
             Some(p) => format!("{}:{p}", a.host()),
             None => a.host().to_string(),
@@ -190,6 +221,9 @@ mod tests {
             ("http://example.test:80/x", "example.test"),
             ("http://example.test:8080/x", "example.test:8080"),
             ("http://[::1]:81/", "[::1]:81"),
+            ("https://mail.example.test:443/x", "mail.example.test"),
+            ("https://mail.example.test:80/x", "mail.example.test:80"),
+            ("https://mail.example.test:8443/", "mail.example.test:8443"),
         ] {
             let mut req = Request::builder()
                 .uri(uri)

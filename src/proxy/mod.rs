@@ -1,5 +1,6 @@
 //! The HTTP/1.1 forward proxy: accept loop, per-request dispatch, streaming forward path, blind
-//! CONNECT tunnels, and the pages mailtap serves on its own address.
+//! CONNECT tunnels, TLS interception of listed hosts (`mitm`), and the pages mailtap serves on
+//! its own address.
 //!
 //! The proxy knows HTTP and sockets and nothing about mail. Whether a request is intercepted is
 //! decided by an [`Interceptor`] on the request head alone; every other request takes the
@@ -7,6 +8,7 @@
 
 mod dial;
 mod forward;
+pub mod mitm;
 mod pages;
 mod server;
 mod service;
@@ -50,7 +52,8 @@ pub struct ClientInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
     pub method: &'a Method,
-    /// Always absolute-form (`http://host/path?query`).
+    /// Always absolute-form: `http://host/path?query`, or `https://host:port/path?query` for a
+    /// request inside a decrypted CONNECT tunnel (the authority is the CONNECT's).
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub info: &'a ClientInfo,
@@ -78,12 +81,13 @@ pub enum Outcome {
 pub trait Interceptor: Send + Sync + 'static {
     /// Decides on the head alone whether this request is intercepted.
     fn wants(&self, head: &RequestHead<'_>) -> bool;
-    /// Handles a request `wants` took. The request URI is absolute-form.
+    /// Handles a request `wants` took. The request URI is absolute-form (`http://` or `https://`).
     fn intercept(
         self: Arc<Self>,
         request: Request<Incoming>,
         info: ClientInfo,
     ) -> BoxFuture<'static, Outcome>;
-    /// Host patterns (`host` or `*.domain`) the PAC file should send through mailtap.
+    /// Host patterns (`host` or `*.domain`) the PAC file should send through mailtap; their
+    /// CONNECT tunnels are decrypted (unless `[mitm].never_decrypt` lists them).
     fn pac_hosts(&self) -> Vec<String>;
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use super::mitm::CertAuthority;
 use super::{full_body, ProxyBody};
 
 /// A plain-text answer from the proxy itself: `mailtap: <message>`.
@@ -28,6 +29,10 @@ pub struct HomeInfo<'a> {
     /// The address the browser used to reach us (`host:port`).
     pub proxy_authority: &'a str,
     pub pac_hosts: &'a [String],
+    /// mailtap's CA when TLS interception is on.
+    pub ca: Option<&'a CertAuthority>,
+    /// Host patterns whose CONNECT tunnels are decrypted.
+    pub decrypted: &'a [String],
 }
 
 /// The home page at `/`.
@@ -39,13 +44,35 @@ pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
     if hosts.is_empty() {
         hosts.push_str("<li>(none)</li>");
     }
+    let tls = match info.ca {
+        None => {
+            "<h2>HTTPS</h2>\n<p>TLS interception is off: every HTTPS site is tunnelled blind.</p>\n"
+                .to_string()
+        }
+        Some(ca) => {
+            let mut decrypted = String::new();
+            for h in info.decrypted {
+                let _ = write!(decrypted, "<li><code>{}</code></li>", html_escape(h));
+            }
+            if decrypted.is_empty() {
+                decrypted.push_str("<li>(none)</li>");
+            }
+            format!(
+                "<h2>HTTPS webmail</h2>\n<p>HTTPS to the hosts below is decrypted with mailtap's own CA; \
+                 every other HTTPS site is tunnelled blind. Install the CA in the browser: \
+                 <a href=\"/ca.crt\">ca.crt</a> (PEM) or <a href=\"/ca.der\">ca.der</a> (DER).</p>\n\
+                 <p>SHA-256 fingerprint: <code>{fp}</code></p>\n<ul>{decrypted}</ul>\n",
+                fp = ca.fingerprint_sha256()
+            )
+        }
+    };
     let body = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mailtap</title></head><body>\n\
          <h1>mailtap {version}</h1>\n\
          <p>HTTP forward proxy listening on <code>{listen}</code>.</p>\n\
          <ul>\n<li>Manual proxy setting: HTTP proxy <code>{authority}</code> (also for HTTPS).</li>\n\
          <li>Automatic setting: <a href=\"/proxy.pac\">http://{authority}/proxy.pac</a></li>\n</ul>\n\
-         <h2>Hosts the PAC file sends through mailtap</h2>\n<ul>{hosts}</ul>\n</body></html>\n",
+         <h2>Hosts the PAC file sends through mailtap</h2>\n<ul>{hosts}</ul>\n{tls}</body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
         listen = info.listen,
         authority = html_escape(info.proxy_authority),
@@ -97,6 +124,31 @@ pub fn pac(proxy_authority: &str, hosts: &[String]) -> Response<ProxyBody> {
     response
 }
 
+/// mailtap's CA certificate for installation: PEM (`application/x-pem-file`) or DER
+/// (`application/x-x509-ca-cert`, which browsers offer to import).
+pub fn ca_certificate(ca: &CertAuthority, der: bool) -> Response<ProxyBody> {
+    let (body, content_type, name) = if der {
+        (
+            ca.cert_der().to_vec(),
+            "application/x-x509-ca-cert",
+            "mailtap-ca.der",
+        )
+    } else {
+        (
+            ca.cert_pem().as_bytes().to_vec(),
+            "application/x-pem-file",
+            "mailtap-ca.crt",
+        )
+    };
+    let mut response = Response::new(full_body(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -132,6 +184,8 @@ mod tests {
             listen: "127.0.0.1:8800".parse().unwrap(),
             proxy_authority: "<x>",
             pac_hosts: &[],
+            ca: None,
+            decrypted: &[],
         };
         let body = text(home(&info)).await;
         assert!(body.contains("&lt;x&gt;") && !body.contains("<x>"));

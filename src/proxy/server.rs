@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use super::forward::Forwarder;
+use super::mitm::{Mitm, MitmError, TlsDialer};
 use super::service::{basic_credentials, handle, ConnCtx, Shared};
 use super::{ClientInfo, Dialer, Interceptor};
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub enum ProxyError {
     },
     /// `[proxy].auth` names an environment variable that is not set.
     MissingPassword { variable: String },
+    /// TLS interception is on but its CA or upstream roots could not be set up.
+    Mitm(MitmError),
 }
 
 impl fmt::Display for ProxyError {
@@ -41,6 +44,7 @@ impl fmt::Display for ProxyError {
                 f,
                 "[proxy].auth is set but the environment variable {variable} (the password) is not"
             ),
+            ProxyError::Mitm(e) => write!(f, "{e}"),
         }
     }
 }
@@ -91,12 +95,23 @@ impl Proxy {
             }
         };
         let dialer = Dialer::new(config.resolve.clone(), proxy_config.connect_timeout());
-        let forwarder = Forwarder::new(
+        let mut forwarder = Forwarder::new(
             dialer.clone(),
             proxy_config.upstream_idle(),
             proxy_config.response_timeout(),
         );
         let mut pac_hosts: Vec<String> = interceptor.iter().flat_map(|i| i.pac_hosts()).collect();
+        let mitm = match config.mitm.enabled {
+            false => None,
+            true => {
+                let mitm = Mitm::open(&config.mitm, &config.paths.data, pac_hosts.clone())
+                    .map_err(ProxyError::Mitm)?;
+                let tls = TlsDialer::new(dialer.clone(), mitm.upstream());
+                forwarder = forwarder.with_tls(tls, proxy_config.upstream_idle());
+                pac_hosts.extend(config.mitm.decrypt_hosts.iter().cloned());
+                Some(Arc::new(mitm))
+            }
+        };
         pac_hosts.extend(proxy_config.pac_hosts.iter().cloned());
         // Lab hosts given in [resolve] are only reachable through mailtap.
         pac_hosts.extend(config.resolve.keys().cloned());
@@ -109,6 +124,7 @@ impl Proxy {
             interceptor,
             expected_auth,
             pac_hosts,
+            mitm,
         });
         Ok(Proxy { listener, shared })
     }
@@ -121,6 +137,11 @@ impl Proxy {
     /// Host patterns the PAC file sends through mailtap.
     pub fn pac_hosts(&self) -> &[String] {
         &self.shared.pac_hosts
+    }
+
+    /// TLS interception state (CA, policy, leaf cache), when `[mitm].enabled`.
+    pub fn mitm(&self) -> Option<&Arc<Mitm>> {
+        self.shared.mitm.as_ref()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests and
@@ -161,6 +182,7 @@ impl Proxy {
                     .any(|net| net.contains(&peer.ip())),
                 shared: self.shared.clone(),
                 permit: Arc::new(permit),
+                stop: stop_rx.clone(),
             };
             tokio::spawn(serve_connection(stream, ctx, stop_rx.clone()));
         }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::forward::Forwarder;
+use super::mitm::Mitm;
 use super::pages::{self, error_response, HomeInfo};
 use super::tunnel::{self, TunnelEnd};
 use super::{full_body, ClientInfo, Dialer, Interceptor, Outcome, ProxyBody, RequestHead};
@@ -32,6 +33,8 @@ pub struct Shared {
     pub expected_auth: Option<HeaderValue>,
     /// Host patterns in the PAC file.
     pub pac_hosts: Vec<String>,
+    /// TLS interception; `None` when `[mitm].enabled = false` (every CONNECT is blind).
+    pub mitm: Option<Arc<Mitm>>,
 }
 
 /// One client connection's context.
@@ -43,6 +46,9 @@ pub struct ConnCtx {
     pub allowed: bool,
     /// Held by the connection and by any tunnel it becomes, so the connection limit counts both.
     pub permit: Arc<OwnedSemaphorePermit>,
+    /// Turns true when the proxy shuts down (decrypted tunnels then finish their request and
+    /// close, like plain connections).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Builds the `Proxy-Authorization` value that `username:password` produces.
@@ -85,6 +91,13 @@ pub async fn handle(
     if let Some(denied) = check_auth(&ctx, &request) {
         return Ok(denied);
     }
+    Ok(dispatch(&ctx, request).await)
+}
+
+/// The interception seam, then the streaming forward path. `request` has an absolute-form URI
+/// (`http://` from a plain proxy request, `https://` from inside a decrypted tunnel) and has
+/// passed the access checks.
+pub async fn dispatch(ctx: &ConnCtx, request: Request<Incoming>) -> Response<ProxyBody> {
     if let Some(interceptor) = &ctx.shared.interceptor {
         let head = RequestHead {
             method: request.method(),
@@ -93,25 +106,23 @@ pub async fn handle(
             info: &ctx.info,
         };
         if interceptor.wants(&head) {
-            return Ok(
-                match interceptor.clone().intercept(request, ctx.info).await {
-                    Outcome::Respond(response) => response,
-                    Outcome::Forward {
-                        request,
-                        on_response,
-                    } => {
-                        let response = ctx.shared.forwarder.forward(request).await;
-                        match on_response {
-                            Some(hook) => hook(response).await,
-                            None => response,
-                        }
+            return match interceptor.clone().intercept(request, ctx.info).await {
+                Outcome::Respond(response) => response,
+                Outcome::Forward {
+                    request,
+                    on_response,
+                } => {
+                    let response = ctx.shared.forwarder.forward(request).await;
+                    match on_response {
+                        Some(hook) => hook(response).await,
+                        None => response,
                     }
-                },
-            );
+                }
+            };
         }
     }
     let request = request.map(|b| b.boxed());
-    Ok(ctx.shared.forwarder.forward(request).await)
+    ctx.shared.forwarder.forward(request).await
 }
 
 /// `None` when the request may pass; otherwise the 407 to send.
@@ -176,13 +187,29 @@ fn own_page(ctx: &ConnCtx, request: &Request<Incoming>) -> Response<ProxyBody> {
             listen: ctx.shared.config.listen,
             proxy_authority: &authority,
             pac_hosts: &ctx.shared.pac_hosts,
+            ca: ctx.shared.mitm.as_ref().map(|m| m.ca()),
+            decrypted: ctx
+                .shared
+                .mitm
+                .as_ref()
+                .map(|m| m.policy().patterns())
+                .unwrap_or(&[]),
         }),
         "/proxy.pac" => pages::pac(&authority, &ctx.shared.pac_hosts),
+        "/ca.crt" | "/ca.der" => match &ctx.shared.mitm {
+            Some(mitm) => pages::ca_certificate(mitm.ca(), request.uri().path() == "/ca.der"),
+            None => error_response(
+                StatusCode::NOT_FOUND,
+                "TLS interception is off ([mitm].enabled = false): there is no CA",
+            ),
+        },
         other => error_response(StatusCode::NOT_FOUND, &format!("no page {other} here")),
     }
 }
 
-/// CONNECT host:port: dial first, answer 200 only once the target accepted, then tunnel.
+/// CONNECT host:port: dial first, answer 200 only once the target accepted, then either
+/// decrypt (when `[mitm]`'s policy lists the host — decided here, before any TLS byte) or tunnel
+/// blind.
 async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody> {
     let Some(authority) = request.uri().authority().cloned() else {
         return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
@@ -205,6 +232,19 @@ async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody
             return error_response(status, &format!("CONNECT {authority}: {e}"));
         }
     };
+    let decrypt = ctx
+        .shared
+        .mitm
+        .as_ref()
+        .filter(|m| m.should_decrypt(authority.host()))
+        .cloned();
+    if let Some(mitm) = decrypt {
+        // The dial above proved the origin reachable; requests inside the tunnel go through the
+        // pooled TLS client, so this connection is not needed.
+        drop(server);
+        tokio::spawn(super::mitm::serve::run(ctx, mitm, authority, request));
+        return Response::new(full_body(""));
+    }
     let idle = ctx.shared.config.tunnel_idle_timeout();
     let permit = ctx.permit.clone();
     tokio::spawn(async move {
