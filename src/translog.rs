@@ -66,6 +66,20 @@ pub fn file_name(now: DateTime<Utc>, n: u32) -> String {
     }
 }
 
+/// The last `-N` suffix this process used for the log name `base` (`Log-<stamp>.txt`); with
+/// `taken`, records it. One entry is kept: names only repeat within one second.
+fn last_suffix(base: &str, taken: Option<u32>) -> Option<u32> {
+    static LAST: std::sync::Mutex<(String, u32)> = std::sync::Mutex::new((String::new(), 0));
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = taken {
+        if last.0 != base || n > last.1 {
+            *last = (base.to_string(), n);
+        }
+        return Some(n);
+    }
+    (last.0 == base).then_some(last.1)
+}
+
 /// An open transcript. Writes are buffered and flushed at the end of each section, on
 /// [`TransLog::finish`] and on drop.
 pub struct TransLog {
@@ -103,10 +117,15 @@ impl TransLog {
         config: &LogConfig,
     ) -> io::Result<TransLog> {
         std::fs::create_dir_all(logs_dir)?;
-        for n in 1..=MAX_SUFFIX {
+        let first_name = file_name(now, 1);
+        // Start after the last suffix this process took for the same name, so a busy second
+        // costs one open per log instead of one per earlier log (create_new still guards).
+        let start = last_suffix(&first_name, None).map_or(1, |n| n + 1);
+        for n in start..=MAX_SUFFIX {
             let path = logs_dir.join(file_name(now, n));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(f) => {
+                    last_suffix(&first_name, Some(n));
                     let mut log = TransLog {
                         path,
                         out: Some(BufWriter::new(f)),
