@@ -104,7 +104,9 @@ async fn ours(addr: SocketAddr, body: &[u8]) -> Duration {
         rcpts: RCPTS.iter().map(|s| s.to_string()).collect(),
     };
     let mut t = NullTranscript;
-    let mut s = Session::connect(&cfg, &opts, &mut t).await.expect("connect");
+    let mut s = Session::connect(&cfg, &opts, &mut t)
+        .await
+        .expect("connect");
     assert!(s.capabilities().pipelining, "smtp-sink offers PIPELINING");
     let start = Instant::now();
     for i in 0..MAILS {
@@ -144,7 +146,9 @@ fn smtplib(addr: SocketAddr, body: &[u8]) -> Duration {
 async fn smtp_sink_throughput_vs_smtplib() {
     // Guards: nothing timed — every one of 2,000 × 3-recipient mails is accepted by smtp-sink
     // over one reused session, smtplib completes the same run; it reports both rates.
-    let Some(bins) = postfix::require() else { return };
+    let Some(bins) = postfix::require() else {
+        return;
+    };
     let Some(sink_bin) = bins.smtp_sink.clone() else {
         assert!(!postfix::ci_env(), "CI=true and no smtp-sink binary");
         eprintln!("SKIPPED: no smtp-sink");
@@ -165,8 +169,14 @@ async fn smtp_sink_throughput_vs_smtplib() {
         RCPTS.len(),
         body.len()
     );
-    println!("  mailtap client: {:.3} s = {a:.0} mails/s", ours.as_secs_f64());
-    println!("  python smtplib: {:.3} s = {b:.0} mails/s", theirs.as_secs_f64());
+    println!(
+        "  mailtap client: {:.3} s = {a:.0} mails/s",
+        ours.as_secs_f64()
+    );
+    println!(
+        "  python smtplib: {:.3} s = {b:.0} mails/s",
+        theirs.as_secs_f64()
+    );
     println!(
         "  ratio {:.2}x (issue 4 target: >= 2500 mails/s and >= 2.3x)",
         a / b
