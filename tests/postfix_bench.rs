@@ -4,6 +4,8 @@
 //! when a mail is not accepted or smtplib does not finish. Run in release:
 //! `cargo test --release --test postfix_bench -- --ignored --nocapture`.
 
+#[path = "common/gate.rs"]
+mod gate;
 #[path = "common/postfix.rs"]
 mod postfix;
 
@@ -150,7 +152,7 @@ async fn smtp_sink_throughput_vs_smtplib() {
         return;
     };
     let Some(sink_bin) = bins.smtp_sink.clone() else {
-        assert!(!postfix::ci_env(), "CI=true and no smtp-sink binary");
+        assert!(!gate::ci_env(), "CI=true and no smtp-sink binary");
         eprintln!("SKIPPED: no smtp-sink");
         return;
     };

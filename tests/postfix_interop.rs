@@ -4,12 +4,15 @@
 //! did — maildir files and replies — not what our client believes. Without Postfix (or root)
 //! the tests skip with a message, except under `CI=true`, where they fail.
 
+#[path = "common/gate.rs"]
+mod gate;
 #[path = "common/postfix.rs"]
 mod postfix;
 
+use gate::Gate;
 use mailtap::smtp::{Envelope, RcptStatus};
 use mailtap::smtp::{Error, Session, Stage, TlsMode, VecTranscript};
-use postfix::{Binaries, Gate, Postfix, SIZE_LIMIT};
+use postfix::{Binaries, Postfix, SIZE_LIMIT};
 
 /// Starts a private Postfix, or returns `None` (skip) when this machine cannot and it is not CI.
 async fn start() -> Option<Postfix> {
@@ -85,7 +88,7 @@ fn gate_table() {
         (false, bins(), false, "skip"),
     ];
     for (ci, found, root, want) in cases {
-        let got = match postfix::gate(ci, found, root) {
+        let got = match gate::gate(ci, found, root, "a private master") {
             Gate::Run(_) => "run",
             Gate::Skip(_) => "skip",
             Gate::Fail(_) => "fail",

@@ -5,8 +5,8 @@
 //! Needs tshark and capture rights (root). Without them the test skips with a message, except
 //! under `CI=true`, where it fails. The lead extends this to the proxy's HTTP POST later.
 
-#[path = "common/postfix.rs"]
-mod postfix;
+#[path = "common/gate.rs"]
+mod gate;
 #[path = "common/smtp_builtin.rs"]
 mod smtp_builtin;
 
@@ -22,20 +22,14 @@ const CAPTURE_SECS: u64 = 60;
 
 /// tshark's path, `None` to skip; panics under CI when tshark or capture rights are missing.
 fn require_tshark() -> Option<PathBuf> {
-    let found = postfix::search_dirs()
-        .into_iter()
-        .map(|d| d.join("tshark"))
-        .find(|p| p.is_file());
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let why = match (&found, root) {
-        (Some(p), true) => return Some(p.clone()),
-        (Some(_), false) => "capturing on lo needs root here",
-        (None, _) => "no tshark on PATH (install the `tshark` package)",
-    };
-    assert!(!postfix::ci_env(), "CI=true and tshark is unusable: {why}");
-    eprintln!("SKIPPED (not CI): {why}");
-    None
+    let found = gate::find_executable(&gate::search_dirs(), "tshark")
+        .ok_or_else(|| "no executable `tshark` (install the `tshark` package)".to_string());
+    gate::act(gate::gate(
+        gate::ci_env(),
+        found,
+        gate::is_root(),
+        "capturing on lo",
+    ))
 }
 
 /// Runs `tshark -r file -d tcp.port==P,smtp <args>` and returns its stdout.

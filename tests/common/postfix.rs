@@ -1,9 +1,10 @@
 //! Test helper: a private, throw-away Postfix instance on 127.0.0.1:<free port>.
 //!
 //! Owns starting and stopping one Postfix per test with its own config, queue, data and
-//! mailbox directories under a temp dir (never the system service, never port 25), the
-//! decision whether a test may skip when Postfix is missing (never under `CI=true`), and
-//! reading delivered maildir files and the instance's log back. It does not speak SMTP: the
+//! mailbox directories under a temp dir (never the system service, never port 25), and
+//! reading delivered maildir files and the instance's log back. Whether a test may skip when
+//! Postfix is missing is `gate.rs`'s rule (never under `CI=true`); every test crate that
+//! includes this file also declares `mod gate` for it. It does not speak SMTP: the
 //! tests drive `mailtap::smtp` against it. Private instances run in parallel (each has its own
 //! `queue_directory`, `data_directory`, `syslog_name` and port), so there is no global lock.
 #![allow(dead_code)]
@@ -15,6 +16,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::gate::{act, ci_env, find_executable, gate, is_root, search_dirs};
 
 /// Postfix's `message_size_limit` (and so its EHLO `SIZE`) in every instance.
 pub const SIZE_LIMIT: u64 = 200_000;
@@ -39,82 +42,27 @@ pub struct Binaries {
     pub smtp_sink: Option<PathBuf>,
 }
 
-/// What a test should do given what this machine has.
-#[derive(Debug)]
-pub enum Gate {
-    Run(Binaries),
-    /// Postfix is unusable here and this is not CI: the test returns early, saying why.
-    Skip(String),
-    /// Postfix is unusable and `CI=true`: the test must fail.
-    Fail(String),
-}
-
-/// True when the environment says this is a CI run (`CI=true` or `CI=1`, any case).
-pub fn ci_env() -> bool {
-    std::env::var("CI")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-}
-
-/// `PATH` plus the sbin directories Debian puts Postfix in (often absent from a user's PATH).
-pub fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in ["/usr/sbin", "/usr/local/sbin", "/sbin"] {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs
-}
-
-fn find_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    dirs.iter().map(|d| d.join(name)).find(|p| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
-}
-
 /// Finds `postfix` (required) and `smtp-sink` (optional) in `dirs`.
 pub fn find_binaries(dirs: &[PathBuf]) -> Result<Binaries, String> {
-    let postfix = find_in(dirs, "postfix").ok_or_else(|| {
+    let postfix = find_executable(dirs, "postfix").ok_or_else(|| {
         format!("no executable `postfix` in {dirs:?} (install the `postfix` package)")
     })?;
     Ok(Binaries {
         postfix,
-        smtp_sink: find_in(dirs, "smtp-sink"),
+        smtp_sink: find_executable(dirs, "smtp-sink"),
     })
 }
 
-/// The pure decision: run when found and root (a private master must start as root); else
-/// fail under CI, skip elsewhere.
-pub fn gate(ci: bool, found: Result<Binaries, String>, is_root: bool) -> Gate {
-    let why = match (found, is_root) {
-        (Ok(b), true) => return Gate::Run(b),
-        (Ok(_), false) => "a private Postfix master must be started as root".to_string(),
-        (Err(e), _) => e,
-    };
-    if ci {
-        Gate::Fail(why)
-    } else {
-        Gate::Skip(why)
-    }
-}
-
-/// [`gate`] for `dirs` and `ci`, acted on: `Some` to run, `None` to skip (printed), panics
-/// for [`Gate::Fail`].
+/// Postfix from `dirs`, gated: `Some` to run, `None` to skip (printed); panics when `ci` and
+/// Postfix (or root, which a private master needs) is missing.
 pub fn require_in(ci: bool, dirs: &[PathBuf]) -> Option<Binaries> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    match gate(ci, find_binaries(dirs), root) {
-        Gate::Run(b) => Some(b),
-        Gate::Skip(why) => {
-            eprintln!("SKIPPED (not CI): {why}");
-            None
-        }
-        Gate::Fail(why) => panic!("CI=true and Postfix is unusable: {why}"),
-    }
+    let g = gate(
+        ci,
+        find_binaries(dirs),
+        is_root(),
+        "starting a private Postfix master",
+    );
+    act(g)
 }
 
 /// [`require_in`] for this process's environment.
@@ -315,6 +263,9 @@ impl Postfix {
             match Self::start_once(bins) {
                 Ok(p) => return Ok(p),
                 Err(e @ StartError::NoGreeting { .. }) => last = Some(e),
+                Err(e @ StartError::Command { .. }) if e.to_string().contains("in use") => {
+                    last = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -334,6 +285,23 @@ impl Postfix {
         // Postfix's daemons run as the postfix user and must traverse into the base.
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755))
             .map_err(io("chmod base"))?;
+        // Every ancestor must be searchable by the postfix user (a 0700 TMPDIR is not).
+        for anc in base.ancestors().skip(1) {
+            let mode = std::fs::metadata(anc)
+                .map_err(io(format!("stat {}", anc.display())))?
+                .permissions()
+                .mode();
+            if mode & 0o001 == 0 {
+                return Err(StartError::Command {
+                    what: "prepare the instance directory".into(),
+                    detail: format!(
+                        "{} (mode {mode:o}) is not searchable by the postfix user; \
+                         set TMPDIR to a world-searchable directory such as /tmp",
+                        anc.display()
+                    ),
+                });
+            }
+        }
         let ids = user_ids("postfix")?;
         for sub in ["etc", "queue", "data", "mail"] {
             std::fs::create_dir(base.join(sub)).map_err(io(format!("mkdir {sub}")))?;
