@@ -195,11 +195,8 @@ async fn unknown_recipient_gets_550_5_1_1_others_delivered() {
         assert_eq!(pf.wait_messages(rcpt, 1).unwrap().len(), 1);
     }
     assert!(pf.messages("bob@b.test").is_empty());
-    let log = pf.maillog();
-    assert!(
-        log.contains("reject: RCPT") && log.contains("<nobody@b.test>"),
-        "{log}"
-    );
+    pf.wait_log_line(&["reject: RCPT", "550 5.1.1 <nobody@b.test>"])
+        .unwrap();
 }
 
 #[tokio::test]
@@ -328,4 +325,70 @@ async fn smtputf8_recipient_when_offered() {
     s.quit(&mut t).await.unwrap();
     let got = pf.wait_messages(rcpt, 1).unwrap();
     assert!(header_block(&got[0]).contains("Delivered-To: 张三@c.test"));
+}
+
+#[tokio::test]
+async fn reused_session_rset_between_mails_and_all_rejected_skips_data() {
+    // Guards: on one session Postfix accepts the pipelined RSET+MAIL+RCPT group of later
+    // transactions; a mail whose every recipient is unknown sends no DATA and leaves the
+    // session usable; each delivered mail arrives exactly once.
+    let Some(pf) = start().await else { return };
+    let mut t = VecTranscript::new();
+    let mut s = connect(&pf, TlsMode::None, &mut t).await;
+    assert!(s.capabilities().pipelining, "Postfix offers PIPELINING");
+    let first = message("reuse one", "alice@a.test");
+    let d = s
+        .send(&env(&["alice@a.test"]), first.as_bytes(), &mut t)
+        .await
+        .unwrap();
+    assert!(d.all_delivered(), "{d:#?}");
+
+    let before = t.dialogue().len();
+    let nobody = message("nobody at all", "x@a.test");
+    let d = s
+        .send(&env(&["x@a.test", "y@b.test"]), nobody.as_bytes(), &mut t)
+        .await
+        .unwrap();
+    assert!(
+        d.per_rcpt.iter().all(|(_, st)| st.reply().code == 550),
+        "{d:#?}"
+    );
+    assert_eq!(d.data_reply, None);
+    let sent: Vec<String> = t.dialogue()[before..]
+        .iter()
+        .filter(|l| l.starts_with("C: "))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(
+        sent.first().map(String::as_str),
+        Some("C: RSET"),
+        "{sent:?}"
+    );
+    assert!(!sent.iter().any(|l| l == "C: DATA"), "{sent:?}");
+    assert!(s.is_usable());
+
+    let second = message("reuse two", "alice@a.test, bob@b.test");
+    let d = s
+        .send(
+            &env(&["alice@a.test", "bob@b.test"]),
+            second.as_bytes(),
+            &mut t,
+        )
+        .await
+        .unwrap();
+    assert!(d.all_delivered(), "{d:#?}\n{:#?}", t.lines);
+    s.quit(&mut t).await.unwrap();
+    let alice = pf.wait_messages("alice@a.test", 2).unwrap();
+    assert_eq!(alice.len(), 2);
+    let bob = pf.wait_messages("bob@b.test", 1).unwrap();
+    assert!(header_block(&bob[0]).contains("Subject: reuse two"));
+    let subjects: Vec<String> = alice.iter().map(|m| header_block(m)).collect();
+    assert!(subjects.iter().any(|h| h.contains("Subject: reuse one")));
+    assert!(subjects.iter().any(|h| h.contains("Subject: reuse two")));
+    // Postfix's own count for the session: three MAILs, two DATAs (none for the rejected one).
+    let disconnect = pf.wait_log_line(&["disconnect from", " mail="]).unwrap();
+    assert!(
+        disconnect.contains(" mail=3 ") && disconnect.contains(" data=2 "),
+        "{disconnect}"
+    );
 }

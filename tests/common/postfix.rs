@@ -431,6 +431,24 @@ impl Postfix {
         }
     }
 
+    /// Waits (bounded by [`WAIT`]) for a maillog line containing every one of `needles`
+    /// (postlogd writes asynchronously); returns it, or an error quoting the log.
+    pub fn wait_log_line(&self, needles: &[&str]) -> Result<String, String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.maillog();
+            if let Some(l) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return Ok(l.to_string());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no maillog line with {needles:?} after {WAIT:?}:\n{log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn master_pid(&self) -> Option<i32> {
         let p = self.dir.path().join("queue/pid/master.pid");
         std::fs::read_to_string(p).ok()?.trim().parse().ok()
