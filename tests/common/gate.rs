@@ -1,0 +1,80 @@
+//! Test helper: may a test that needs a system tool (Postfix, tshark) run on this machine?
+//!
+//! Owns finding executables (PATH plus the sbin directories) and the one rule: a missing tool
+//! or missing root skips the test with a printed reason, except under `CI=true`, where the
+//! test fails instead — so CI can never go green by skipping. It starts nothing itself.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// What a test should do given what this machine has.
+#[derive(Debug)]
+pub enum Gate<T> {
+    Run(T),
+    /// Unusable here and this is not CI: the test returns early, saying why.
+    Skip(String),
+    /// Unusable and `CI=true`: the test must fail.
+    Fail(String),
+}
+
+/// True when the environment says this is a CI run (`CI=true` or `CI=1`, any case).
+pub fn ci_env() -> bool {
+    std::env::var("CI")
+        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        .unwrap_or(false)
+}
+
+/// True when this process runs as root (private Postfix masters and captures need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `PATH` plus the sbin directories Debian puts Postfix in (often absent from a user's PATH).
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/sbin", "/usr/local/sbin", "/sbin"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs
+}
+
+/// The first regular file named `name` with an execute bit in `dirs`.
+pub fn find_executable(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dirs.iter().map(|d| d.join(name)).find(|p| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// The pure decision: run when found and root; otherwise fail under CI, skip elsewhere.
+/// `needs_root` names what root is needed for, for the message.
+pub fn gate<T>(ci: bool, found: Result<T, String>, root: bool, needs_root: &str) -> Gate<T> {
+    let why = match (found, root) {
+        (Ok(t), true) => return Gate::Run(t),
+        (Ok(_), false) => format!("{needs_root} needs root"),
+        (Err(e), _) => e,
+    };
+    if ci {
+        Gate::Fail(why)
+    } else {
+        Gate::Skip(why)
+    }
+}
+
+/// Acts on a [`Gate`]: `Some` to run, `None` to skip (reason printed), panics on
+/// [`Gate::Fail`] with a message starting `CI=true and`.
+pub fn act<T>(g: Gate<T>) -> Option<T> {
+    match g {
+        Gate::Run(t) => Some(t),
+        Gate::Skip(why) => {
+            eprintln!("SKIPPED (not CI): {why}");
+            None
+        }
+        Gate::Fail(why) => panic!("CI=true and a required tool is unusable: {why}"),
+    }
+}
