@@ -147,8 +147,9 @@ pub fn build(
         attachments: Vec::new(),
         source: original.source.clone(),
         received: now,
-        http_head: original.http_head.clone(),
-        http_response_head: original.http_response_head.clone(),
+        // A report has no HTTP request of its own; its transcript says what it reports on.
+        http_head: String::new(),
+        http_response_head: String::new(),
         rejected: None,
     };
     Some((record, bytes))

@@ -104,3 +104,20 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn the_commented_smtp_example_is_valid() {
+    // Guards the [smtp] block documented (commented out) in samples/mailtap.toml.
+    let text = std::fs::read_to_string("samples/mailtap.toml").unwrap();
+    let start = text.find("# [smtp]").expect("sample documents [smtp]");
+    let block: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    let config = Config::parse(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    let smtp = config.smtp.expect("[smtp] parsed");
+    assert_eq!(smtp.host, "smtp.example.com");
+    assert_eq!(smtp.effective_port(), 587);
+    assert_eq!(smtp.timeouts.data_end_secs, 600);
+}

@@ -214,7 +214,14 @@ impl Relay {
             }
         };
         if let Some(log) = log.as_mut() {
-            log.http_request_head(&record.http_head);
+            if record.origin == Origin::Report {
+                log.note(&format!(
+                    "error report written by mailtap: {}",
+                    record.subject
+                ));
+            } else {
+                log.http_request_head(&record.http_head);
+            }
             if !record.http_response_head.is_empty() {
                 log.http_response_head(&record.http_response_head);
             }
