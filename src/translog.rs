@@ -66,8 +66,9 @@ pub fn file_name(now: DateTime<Utc>, n: u32) -> String {
     }
 }
 
-/// The last `-N` suffix this process used for the log name `base` (`Log-<stamp>.txt`); with
-/// `taken`, records it. One entry is kept: names only repeat within one second.
+/// The last `-N` suffix this process used for the log path `base` (`<dir>/Log-<stamp>.txt`);
+/// with `taken`, records it. One entry is kept: names only repeat within one second, and a
+/// miss only costs the plain search from `-1`.
 fn last_suffix(base: &str, taken: Option<u32>) -> Option<u32> {
     static LAST: std::sync::Mutex<(String, u32)> = std::sync::Mutex::new((String::new(), 0));
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +118,10 @@ impl TransLog {
         config: &LogConfig,
     ) -> io::Result<TransLog> {
         std::fs::create_dir_all(logs_dir)?;
-        let first_name = file_name(now, 1);
+        let first_name = logs_dir
+            .join(file_name(now, 1))
+            .to_string_lossy()
+            .into_owned();
         // Start after the last suffix this process took for the same name, so a busy second
         // costs one open per log instead of one per earlier log (create_new still guards).
         let start = last_suffix(&first_name, None).map_or(1, |n| n + 1);
