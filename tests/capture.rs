@@ -13,7 +13,7 @@ use common::samples::*;
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// One request as the fake webmail received it.
 #[derive(Debug, Clone)]
@@ -113,27 +113,6 @@ fn resolve_all() -> String {
     s
 }
 
-/// Sends one raw request through the proxy and returns the whole response (head + body).
-async fn send(proxy: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    tokio::time::timeout(WAIT, s.read_exact(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
-    head + &String::from_utf8_lossy(&body)
-}
-
 /// Replays one sample (uploads first, with their canned responses) and returns the response to
 /// the send.
 async fn replay(mt: &Running, web: &Webmail, dir: &Path, name: &str) -> String {
@@ -150,7 +129,7 @@ async fn replay(mt: &Running, web: &Webmail, dir: &Path, name: &str) -> String {
             *web.next_response.lock().unwrap() = Some(std::fs::read(&canned).unwrap());
         }
         let bytes = std::fs::read(dir.join(&file)).unwrap();
-        last = send(mt.addr, &retarget(&bytes, web.addr.port())).await;
+        last = raw_exchange(mt.addr, &retarget(&bytes, web.addr.port())).await;
     }
     last
 }
@@ -284,7 +263,7 @@ async fn drafts_and_other_posts_reach_the_webmail_byte_exact() {
         for file in files(&dir, |f| f.ends_with(".passthrough.http")) {
             let bytes = std::fs::read(dir.join(&file)).unwrap();
             let original = parse_request(&dir.join(&file));
-            let response = send(mt.addr, &retarget(&bytes, web.addr.port())).await;
+            let response = raw_exchange(mt.addr, &retarget(&bytes, web.addr.port())).await;
             assert!(response.contains("webmail ok"), "{file}: {response}");
             let got = web.received.lock().unwrap().last().cloned().unwrap();
             assert_eq!(got.body, original.body, "{file}: body changed");
@@ -314,7 +293,7 @@ async fn drafts_and_other_posts_reach_the_webmail_byte_exact() {
         web.addr.port(),
         body.len()
     );
-    let response = send(mt.addr, raw.as_bytes()).await;
+    let response = raw_exchange(mt.addr, raw.as_bytes()).await;
     assert!(response.contains("webmail ok"), "{response}");
     assert_eq!(
         web.received.lock().unwrap().last().unwrap().body,
@@ -351,9 +330,9 @@ async fn invalid_and_hostile_addresses_are_stored_rejected_with_the_reason() {
     );
     let mt = start(&config, None).await;
     let port = web.addr.port();
-    send(mt.addr, &form_send(port, "bob@example.org, chengli@", "ok")).await;
-    send(mt.addr, &form_send(port, "", "nobody")).await;
-    send(
+    raw_exchange(mt.addr, &form_send(port, "bob@example.org, chengli@", "ok")).await;
+    raw_exchange(mt.addr, &form_send(port, "", "nobody")).await;
+    raw_exchange(
         mt.addr,
         &form_send(
             port,
@@ -362,7 +341,7 @@ async fn invalid_and_hostile_addresses_are_stored_rejected_with_the_reason() {
         ),
     )
     .await;
-    send(mt.addr, &form_send(port, "bob@example.org", "fine")).await;
+    raw_exchange(mt.addr, &form_send(port, "bob@example.org", "fine")).await;
     let records = queued(&mt).await;
     assert_eq!(records.len(), 4);
     let by_subject = |s: &str| records.iter().find(|r| r.subject.starts_with(s)).unwrap();
@@ -413,7 +392,7 @@ async fn bodies_over_the_cap_get_413_and_are_not_forwarded() {
     );
     let mt = start(&config, None).await;
     let big = "y".repeat(10_000);
-    let response = send(
+    let response = raw_exchange(
         mt.addr,
         &form_send(web.addr.port(), "bob@example.org", &big),
     )
@@ -445,7 +424,7 @@ async fn a_config_rule_intercepts_a_made_up_webmail() {
         web.addr.port(),
         body.len()
     );
-    let response = send(mt.addr, raw.as_bytes()).await;
+    let response = raw_exchange(mt.addr, raw.as_bytes()).await;
     assert!(response.ends_with("{\"ok\":true}"), "{response}");
     let records = queued(&mt).await;
     assert_eq!(records.len(), 1);

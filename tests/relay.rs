@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mailtap::mail::record::Origin;
 use mailtap::queue::MailState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const SENDER: &str = "lilei@example.com";
 
@@ -41,26 +39,6 @@ fn roundcube_send(to: &str, cc: &str, subject: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn post(mt: &Running, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(mt.addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    tokio::time::timeout(WAIT, s.read_exact(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
-    head + &String::from_utf8_lossy(&body)
-}
-
 /// Waits (bounded) until the built-in mailbox holds `n` messages.
 async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::StoredMail> {
     let deadline = Instant::now() + WAIT;
@@ -82,8 +60,8 @@ async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::Sto
 async fn a_webmail_send_is_delivered_with_a_transcript() {
     // Guards the whole path: browser answered, mail on the server with its envelope, Log file.
     let mt = start(&config(""), None).await;
-    let response = post(
-        &mt,
+    let response = raw_exchange(
+        mt.addr,
         &roundcube_send(
             "Bob <bob@example.org>, carol@example.net",
             "dave@example.com",
@@ -157,8 +135,8 @@ async fn a_webmail_send_is_delivered_with_a_transcript() {
 async fn an_unknown_recipient_gets_a_report_and_the_others_their_mail() {
     // Guards per-recipient outcome: 550 on one RCPT → others delivered, sender gets RFC 3464 report.
     let mt = start(&config(""), None).await;
-    post(
-        &mt,
+    raw_exchange(
+        mt.addr,
         &roundcube_send(
             "bob@example.org, nobody@example.net",
             "carol@example.com",
@@ -211,13 +189,13 @@ async fn an_unknown_recipient_gets_a_report_and_the_others_their_mail() {
 async fn invalid_addresses_and_oversize_mail_become_reports() {
     // Guards the rejected-at-interception and SIZE paths: no mail, a report with the reason.
     let mt = start(&config("[builtin_smtp]\nmax_message_bytes = 3000\n"), None).await;
-    post(
-        &mt,
+    raw_exchange(
+        mt.addr,
         &roundcube_send("bob@example.org, chengli@", "", "bad address", "x"),
     )
     .await;
-    post(
-        &mt,
+    raw_exchange(
+        mt.addr,
         &roundcube_send(
             "bob@example.org",
             "",
@@ -263,7 +241,11 @@ async fn no_report_about_a_report() {
     // Guards loop prevention: a report that cannot be delivered is failed, never reported.
     let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[senders]\n\"webmail.example.test\" = \"nobody@example.com\"\n[relay]\nconsole = false\n";
     let mt = start(cfg, None).await;
-    post(&mt, &roundcube_send("nobody@example.org", "", "loop?", "x")).await;
+    raw_exchange(
+        mt.addr,
+        &roundcube_send("nobody@example.org", "", "loop?", "x"),
+    )
+    .await;
     let deadline = Instant::now() + WAIT;
     let failed = loop {
         let f = mt.spool.list(MailState::Failed);
@@ -305,7 +287,11 @@ async fn deferred_mail_is_delivered_after_a_restart() {
         None,
     )
     .await;
-    post(&mt, &roundcube_send("bob@example.org", "", "retry me", "x")).await;
+    raw_exchange(
+        mt.addr,
+        &roundcube_send("bob@example.org", "", "retry me", "x"),
+    )
+    .await;
     let deadline = Instant::now() + WAIT;
     while mt.spool.list(MailState::Deferred).is_empty() {
         assert!(Instant::now() < deadline, "mail never deferred");
