@@ -440,3 +440,43 @@ async fn a_config_rule_intercepts_a_made_up_webmail() {
     assert!(web.received.lock().unwrap().is_empty());
     mt.shutdown().await;
 }
+
+#[tokio::test]
+async fn tee_forwards_and_queues_observe_only_forwards() {
+    // Guards the rule actions: tee = the webmail gets the send unchanged AND a copy is queued;
+    // observe = the webmail gets it and nothing is queued.
+    let web = webmail().await;
+    let rule = |name: &str, action: &str| {
+        format!(
+            "[[rule]]\nname = \"{name}\"\nhosts = [\"{name}.example.test\"]\npath = \"^/send$\"\ndecoder = \"form\"\n\
+             action = \"{action}\"\nsender = \"me@example.test\"\n[rule.fields]\nto = \"to\"\nsubject = \"subject\"\ntext = \"body\"\n"
+        )
+    };
+    let config = format!(
+        "[resolve]\n\"tee.example.test\" = \"127.0.0.1\"\n\"observe.example.test\" = \"127.0.0.1\"\n{}{}",
+        rule("tee", "tee"),
+        rule("observe", "observe")
+    );
+    let mt = start(&config, None).await;
+    for host in ["tee", "observe"] {
+        let body = format!("to=bob%40example.org&subject={host}&body=hi");
+        let raw = format!(
+            "POST http://{host}.example.test:{}/send HTTP/1.1\r\nHost: {host}.example.test\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            web.addr.port(),
+            body.len()
+        );
+        let response = raw_exchange(mt.addr, raw.as_bytes()).await;
+        assert!(
+            response.contains("webmail ok"),
+            "{host}: the webmail's own answer: {response}"
+        );
+        let got = web.received.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(got.body, body.as_bytes(), "{host}: forwarded unchanged");
+    }
+    let records = queued(&mt).await;
+    assert_eq!(records.len(), 1, "only the tee rule queues: {records:?}");
+    assert_eq!(records[0].subject, "tee");
+    assert_eq!(records[0].source.rule, "tee");
+    mt.shutdown().await;
+}
