@@ -247,6 +247,7 @@ fn main() {
     let (_sink, port) = start_sink();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
         .expect("runtime");
     let (rate, rss_growth) = runtime.block_on(relay_run(mails, workers, port));
