@@ -177,17 +177,17 @@ async fn three_domains_over_starttls_reach_three_maildirs() {
     let tls = line_at(&log, ready, "-- TLS established: TLSv1.").expect("TLS note");
     let ehlo2 = line_at(&log, tls, "C: EHLO mailtap.test").expect("re-EHLO after TLS");
     let mail = line_at(&log, ehlo2, "C: MAIL FROM:<alice@a.test>").expect("MAIL");
-    assert_eq!(
-        ready,
-        starttls + 1,
-        "220 answers STARTTLS directly:\n{log}"
-    );
+    assert_eq!(ready, starttls + 1, "220 answers STARTTLS directly:\n{log}");
     assert!(
         ehlo1 < offered && tls < ehlo2 && ehlo2 < mail,
         "order:\n{log}"
     );
     // The post-TLS EHLO reply must not offer STARTTLS again (RFC 3207 §4.2).
-    let after_tls: Vec<&str> = log.lines().skip(ehlo2).take_while(|l| !l.contains("C: MAIL")).collect();
+    let after_tls: Vec<&str> = log
+        .lines()
+        .skip(ehlo2)
+        .take_while(|l| !l.contains("C: MAIL"))
+        .collect();
     assert!(
         !after_tls.iter().any(|l| l.contains("STARTTLS")),
         "{after_tls:#?}"
@@ -220,8 +220,13 @@ async fn an_unknown_recipient_is_reported_to_the_senders_mailbox() {
     let Some(rig) = Rig::start().await else {
         return;
     };
-    rig.send("bob@b.test, unknown@c.test", "carol@c.test", "one unknown", "hi")
-        .await;
+    rig.send(
+        "bob@b.test, unknown@c.test",
+        "carol@c.test",
+        "one unknown",
+        "hi",
+    )
+    .await;
     for rcpt in ["bob@b.test", "carol@c.test"] {
         let got = rig.messages(rcpt, 1).await;
         assert!(got[0].contains("Subject: one unknown"), "{rcpt}: {got:#?}");
@@ -285,10 +290,14 @@ async fn a_mail_over_postfixs_size_limit_is_reported_not_sent() {
     let r = &reports[0];
     assert!(r.contains("Return-Path: <>"), "{r}");
     assert!(
-        r.contains(&format!("exceeds the server's SIZE limit of {SIZE_LIMIT} bytes")),
+        r.contains(&format!(
+            "exceeds the server's SIZE limit of {SIZE_LIMIT} bytes"
+        )),
         "{r}"
     );
     assert!(r.contains("Final-Recipient: rfc822; bob@b.test"), "{r}");
+    // A permanent failure (RFC 3463 class 5); the detail code is the relay's choice.
+    assert!(r.contains("Action: failed\r\nStatus: 5."), "{r}");
     assert!(r.contains("Subject: far too long"), "{r}");
     assert!(
         (r.len() as u64) < SIZE_LIMIT,
@@ -300,7 +309,11 @@ async fn a_mail_over_postfixs_size_limit_is_reported_not_sent() {
     assert_eq!(settled[0].1, MailState::Failed);
     let log = rig.webmail_log();
     assert!(log.contains(&format!("S: 250-SIZE {SIZE_LIMIT}")), "{log}");
-    assert!(!log.contains("C: DATA"), "DATA sent for an oversize mail:\n{log}");
+    // Refused on the announced SIZE: not even MAIL FROM goes out.
+    assert!(
+        !log.contains("C: MAIL FROM") && !log.contains("C: DATA"),
+        "transaction started for an oversize mail:\n{log}"
+    );
     // Nothing reached bob, and Postfix never queued a message for him.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rig.pf.messages("bob@b.test").is_empty());

@@ -72,7 +72,9 @@ pub async fn post(proxy: SocketAddr, request: &[u8]) -> Result<String, PostError
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
             if head.len() > 64 * 1024 || s.read(&mut byte).await.map_err(PostError::Io)? == 0 {
-                return Err(PostError::BadHead(String::from_utf8_lossy(&head).into_owned()));
+                return Err(PostError::BadHead(
+                    String::from_utf8_lossy(&head).into_owned(),
+                ));
             }
             head.push(byte[0]);
         }
