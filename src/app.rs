@@ -157,14 +157,20 @@ impl App {
         self.proxy.run(shutdown).await;
         // The proxy has answered every browser; now let deliveries in progress finish.
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(self.shutdown_grace, relay)
-            .await
-            .is_err()
-        {
+        // One deadline for the relay and the built-in server together; whatever is still
+        // running then is stopped, so nothing outlives `run` holding the spool.
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        let mut relay = relay;
+        if tokio::time::timeout_at(deadline, &mut relay).await.is_err() {
             tracing::warn!("relay still busy at the shutdown deadline; its mail stays queued");
+            relay.abort();
+            let _ = relay.await;
         }
-        if let Some(b) = builtin {
-            let _ = tokio::time::timeout(self.shutdown_grace, b).await;
+        if let Some(mut b) = builtin {
+            if tokio::time::timeout_at(deadline, &mut b).await.is_err() {
+                b.abort();
+                let _ = b.await;
+            }
         }
     }
 }

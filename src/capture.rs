@@ -153,6 +153,14 @@ impl Capture {
                         None
                     }
                 };
+                let mut parts = parts;
+                if on_response.is_some() {
+                    // The id is read from the response body: ask for it uncompressed.
+                    parts.headers.insert(
+                        header::ACCEPT_ENCODING,
+                        HeaderValue::from_static("identity"),
+                    );
+                }
                 Outcome::Forward {
                     request: Request::from_parts(parts, full_body(body)),
                     on_response,
@@ -190,6 +198,15 @@ impl Capture {
         };
         if !taken.missing.is_empty() {
             tracing::warn!(rule = rule.name(), missing = ?taken.missing, "send refers to uploads mailtap did not see");
+            if action == Action::Relay {
+                // Relaying now would drop files the user attached: the webmail, which has
+                // them, sends this one itself.
+                tracing::warn!(
+                    rule = rule.name(),
+                    "forwarding the send to the webmail unchanged"
+                );
+                return forward_bytes(parts, full_body(body));
+            }
         }
         let source = Source {
             rule: rule.name().to_string(),
@@ -212,16 +229,52 @@ impl Capture {
         if action == Action::Observe {
             return forward_bytes(parts, full_body(body));
         }
-        let response = relay_response.map(|r| {
-            let mut response = Response::new(full_body(r.body));
-            *response.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-            for (name, value) in r.headers {
-                if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-                    response.headers_mut().append(n, v);
-                }
+        if let Some(reason) = unreportable(&record) {
+            // Neither the mail nor an error report about it could reach anyone: say so now.
+            tracing::warn!(id = %record.id, %reason, "send refused: no usable sender");
+            if action == Action::Tee {
+                return forward_bytes(parts, full_body(body));
             }
-            response
-        });
+            return Outcome::Respond(crate::proxy::error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "this mail was NOT sent: {reason}. Configure the sender for {host} in \
+                     [senders] (e.g. \"{host}\" = \"you@example.com\") and send it again.",
+                    host = head.host
+                ),
+            ));
+        }
+        let response = match action {
+            Action::Relay => Some(match relay_response {
+                Some(r) => {
+                    let mut response = Response::new(full_body(r.body));
+                    *response.status_mut() =
+                        StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+                    for (name, value) in r.headers {
+                        if let (Ok(n), Ok(v)) =
+                            (HeaderName::try_from(name), HeaderValue::try_from(value))
+                        {
+                            response.headers_mut().append(n, v);
+                        }
+                    }
+                    response
+                }
+                // A rule without [rule.response]: mailtap still answers (never forwards, or
+                // the webmail would send the mail a second time).
+                None => {
+                    let mut response = Response::new(full_body(format!(
+                        "mailtap: the mail was accepted and queued for delivery ({})\n",
+                        record.id
+                    )));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    response
+                }
+            }),
+            _ => None,
+        };
         if let Some(response) = &response {
             record.http_response_head = response_head(response);
         }
@@ -261,6 +314,20 @@ impl Capture {
                 Response::from_parts(parts, full_body(bytes))
             })
         })
+    }
+}
+
+/// Why a rejected record could not even be reported (no sender, or an invalid one): such a
+/// mail must be refused to the browser instead of queued.
+fn unreportable(record: &MailRecord) -> Option<String> {
+    use crate::mail::record::RejectionKind;
+    let rejection = record.rejected.as_ref()?;
+    match &rejection.kind {
+        RejectionKind::NoSender => Some(rejection.reason.clone()),
+        RejectionKind::InvalidAddress { addr } if *addr == record.sender => {
+            Some(rejection.reason.clone())
+        }
+        _ => None,
     }
 }
 

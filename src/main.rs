@@ -85,8 +85,11 @@ fn main() -> ExitCode {
         config.proxy.listen = listen;
     }
     raise_fd_limit();
+    // A bounded blocking pool: spool fsyncs run there, and every extra thread keeps its own
+    // malloc arena (unbounded, memory grew with the number of mails relayed).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

@@ -62,12 +62,15 @@ pub fn build(
     if original.origin == Origin::Report || original.sender.is_empty() || failures.is_empty() {
         return None;
     }
-    if original.sender.chars().any(|c| c.is_control()) {
+    if crate::mail::address::validate_addr(&original.sender).is_err() {
         return None;
     }
     let boundary = format!("=_mailtap_report_{}", new_id(now).replace('-', "_"));
     let date = now.to_rfc2822();
-    let subject = format!("Undelivered Mail Returned to Sender: {}", original.subject);
+    let subject = format!(
+        "Undelivered Mail Returned to Sender: {}",
+        shorten(&original.subject, 150)
+    );
     let mut m = String::new();
     m.push_str(&format!("From: Mail Delivery System <{from}>\r\n"));
     m.push_str(&format!("To: <{}>\r\n", original.sender));
@@ -160,7 +163,7 @@ fn human_text(original: &MailRecord, failures: &[Failure]) -> String {
     t.push_str("This is mailtap, the proxy that relayed your webmail message.\r\n\r\n");
     t.push_str(&format!(
         "Your message \"{}\" could not be delivered to {} of its recipients.\r\n",
-        one_line(&original.subject),
+        shorten(&one_line(&original.subject), 150),
         failures.len()
     ));
     for f in failures {
@@ -192,6 +195,16 @@ fn header_section(message: &[u8]) -> &[u8] {
         .or_else(|| message.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
         .unwrap_or(message.len());
     &message[..end]
+}
+
+/// At most `max` characters, with `…` when cut (keeps report lines under RFC 5322's 998).
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
 }
 
 /// Control characters (CR, LF, …) can never start a new header or line in the report.

@@ -241,7 +241,11 @@ async fn own_samples_land_in_the_spool_as_expected() {
 async fn roundcube_gets_its_own_sent_page() {
     // Guards the relay response: Roundcube's iframe page with _unlock and _id filled in.
     let web = webmail().await;
-    let mt = start(&resolve_all(), None).await;
+    let config = format!(
+        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
     let [shared, _] = dirs();
     let response = replay(&mt, &web, &shared, "roundcube").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -478,5 +482,57 @@ async fn tee_forwards_and_queues_observe_only_forwards() {
     assert_eq!(records.len(), 1, "only the tee rule queues: {records:?}");
     assert_eq!(records[0].subject, "tee");
     assert_eq!(records[0].source.rule, "tee");
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_send_without_any_sender_is_refused_not_swallowed() {
+    // Guards "nothing silently dropped": no sender address anywhere → the browser hears that
+    // the mail was not sent (it could neither be relayed nor reported), nothing is queued.
+    let web = webmail().await;
+    let mt = start(&resolve_all(), None).await;
+    let response = raw_exchange(
+        mt.addr,
+        &form_send(web.addr.port(), "bob@example.org", "who am i"),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 422"), "{response}");
+    assert!(
+        response.contains("NOT sent") && response.contains("[senders]"),
+        "{response}"
+    );
+    assert!(queued(&mt).await.is_empty());
+    assert!(web.received.lock().unwrap().is_empty());
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_relay_rule_without_a_response_still_answers_itself() {
+    // Guards against double sending: a relay rule with no [rule.response] gets mailtap's own
+    // answer; the webmail never sees the send.
+    let web = webmail().await;
+    let config = format!(
+        "{}\n\"plain.example.test\" = \"127.0.0.1\"\n[[rule]]\nname = \"plain\"\nhosts = [\"plain.example.test\"]\n\
+         path = \"^/send$\"\ndecoder = \"form\"\nsender = \"me@example.test\"\n[rule.fields]\nto = \"to\"\nsubject = \"subject\"\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
+    let body = "to=bob%40example.org&subject=hi";
+    let raw = format!(
+        "POST http://plain.example.test:{}/send HTTP/1.1\r\nHost: plain.example.test\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        web.addr.port(),
+        body.len()
+    );
+    let response = raw_exchange(mt.addr, raw.as_bytes()).await;
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.contains("queued for delivery"),
+        "{response}"
+    );
+    assert!(
+        web.received.lock().unwrap().is_empty(),
+        "the webmail got the send too"
+    );
+    assert_eq!(queued(&mt).await.len(), 1);
     mt.shutdown().await;
 }

@@ -317,3 +317,53 @@ async fn deferred_mail_is_delivered_after_a_restart() {
     );
     mt.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_recipient_listed_twice_gets_one_rcpt() {
+    // Guards envelope de-duplication: To and Cc naming one mailbox → one RCPT, one copy.
+    let mt = start(&config(""), None).await;
+    raw_exchange(
+        mt.addr,
+        &roundcube_send("bob@example.org", "bob@EXAMPLE.org", "twice", "x"),
+    )
+    .await;
+    let mail = mailbox_with(&mt, 1).await;
+    assert_eq!(mail[0].envelope.recipients, ["bob@example.org"]);
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_defers_instead_of_failing() {
+    // Guards setup failures (refused connection, TLS, AUTH): the mail waits for a retry and no
+    // report is sent yet.
+    let port = closed_port();
+    let mt = start(
+        &config(&format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n"
+        )),
+        None,
+    )
+    .await;
+    raw_exchange(
+        mt.addr,
+        &roundcube_send("bob@example.org", "", "later", "x"),
+    )
+    .await;
+    let settled = settled_mails(&mt.spool).await;
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].1, MailState::Deferred, "{settled:?}");
+    let all: usize = [
+        MailState::Active,
+        MailState::Deferred,
+        MailState::Delivered,
+        MailState::Failed,
+    ]
+    .iter()
+    .map(|s| mt.spool.list(*s).len())
+    .sum();
+    assert_eq!(
+        all, 1,
+        "a report was queued for a mail that is only deferred"
+    );
+    mt.shutdown().await;
+}

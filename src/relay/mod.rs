@@ -115,7 +115,7 @@ impl Relay {
                 let sleep = self
                     .spool
                     .next_due()
-                    .and_then(|t| (t - Utc::now()).to_std().ok())
+                    .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(Duration::from_secs(60))
                     .min(Duration::from_secs(60));
                 tokio::select! {
@@ -178,7 +178,9 @@ impl Relay {
                 Ok(s) => *session = Some(s),
                 Err(e) => {
                     a.remote = t.remote;
-                    return self.spawn_conclusion(a, Conclusion::Failed(open, e)).await;
+                    return self
+                        .spawn_conclusion(a, Conclusion::SetupFailed(open, e))
+                        .await;
                 }
             }
         }
@@ -239,11 +241,14 @@ impl Relay {
                 message.len()
             ));
         }
-        let open: Vec<String> = record
-            .recipients()
-            .map(|m| m.addr.clone())
-            .filter(|a| meta.recipients.get(a).is_none_or(RcptStatus::is_open))
-            .collect();
+        let mut open: Vec<String> = Vec::new();
+        for addr in record.recipients().map(|m| &m.addr) {
+            // One RCPT per address even when it is in To and Bcc alike.
+            let open_here = meta.recipients.get(addr).is_none_or(RcptStatus::is_open);
+            if open_here && !open.iter().any(|o| same_mailbox(o, addr)) {
+                open.push(addr.clone());
+            }
+        }
         let attempt = Attempt {
             id,
             record,
@@ -273,7 +278,7 @@ impl Relay {
         match conclusion {
             Conclusion::NothingOpen => {
                 if let Err(e) = self.spool.complete(&a.id, &[]).await {
-                    tracing::error!(id = %a.id, error = %e, "cannot mark mail delivered");
+                    self.bookkeeping_failed(&a.id, "complete", &e);
                 }
             }
             Conclusion::Rejected(rejection) => {
@@ -291,8 +296,20 @@ impl Relay {
                 a.say(&reason);
                 self.queue_report(&mut a, &failures).await;
                 if let Err(e) = self.spool.fail(&a.id, &reason).await {
-                    tracing::error!(id = %a.id, error = %e, "cannot mark mail failed");
+                    self.bookkeeping_failed(&a.id, "fail", &e);
                 }
+            }
+            Conclusion::SetupFailed(open, error) => {
+                // The session could not be set up (server down, TLS, AUTH, a refusing greeting):
+                // nothing is wrong with the mail itself, so it waits for the next attempt and
+                // is reported only when the queue gives up on it.
+                let text = error.to_string();
+                a.say(&format!("deferred (all recipients): {text}"));
+                let per_rcpt: Vec<(String, RcptStatus)> = open
+                    .iter()
+                    .map(|r| (r.clone(), RcptStatus::Deferred(text.clone())))
+                    .collect();
+                self.defer(&mut a, &per_rcpt, &text).await;
             }
             Conclusion::Failed(open, error) => self.whole_mail_failed(&mut a, &open, &error).await,
             Conclusion::Sent(delivery) => self.sent(&mut a, &delivery).await,
@@ -327,7 +344,7 @@ impl Relay {
                         command,
                         diagnostic: reply.lines.join("\n"),
                         from_server: true,
-                        remote_mta: Some(self.server_label(a.remote)),
+                        remote_mta: Some(self.smtp.host.clone()),
                     });
                 }
                 smtp::RcptStatus::Deferred(_) => {
@@ -342,7 +359,7 @@ impl Relay {
         }
         if deferred.is_empty() {
             if let Err(e) = self.spool.complete(&a.id, &per_rcpt).await {
-                tracing::error!(id = %a.id, error = %e, "cannot mark mail delivered");
+                self.bookkeeping_failed(&a.id, "complete", &e);
             }
         } else {
             let reason = deferred.join("; ");
@@ -368,22 +385,24 @@ impl Relay {
             .iter()
             .map(|r| Failure {
                 recipient: r.clone(),
-                status: error
-                    .reply()
-                    .map(|rep| status_of(rep, "5.0.0"))
-                    .unwrap_or_else(|| "5.0.0".into()),
+                status: match (error.reply(), error) {
+                    (Some(rep), _) => status_of(rep, "5.0.0"),
+                    // RFC 3463 §3.4: message too big for system.
+                    (None, smtp::Error::SizeExceeded { .. }) => "5.3.4".into(),
+                    (None, _) => "5.0.0".into(),
+                },
                 command: error.command().map(str::to_string),
                 diagnostic: error
                     .reply()
                     .map(|rep| rep.lines.join("\n"))
                     .unwrap_or_else(|| text.clone()),
                 from_server: error.reply().is_some(),
-                remote_mta: a.remote.map(|r| self.server_label(Some(r))),
+                remote_mta: a.remote.map(|_| self.smtp.host.clone()),
             })
             .collect();
         self.queue_report(a, &failures).await;
         if let Err(e) = self.spool.fail(&a.id, &text).await {
-            tracing::error!(id = %a.id, error = %e, "cannot mark mail failed");
+            self.bookkeeping_failed(&a.id, "fail", &e);
         }
     }
 
@@ -402,7 +421,7 @@ impl Relay {
                         command: None,
                         diagnostic: gave_up.clone(),
                         from_server: false,
-                        remote_mta: a.remote.map(|r| self.server_label(Some(r))),
+                        remote_mta: a.remote.map(|_| self.smtp.host.clone()),
                     })
                     .collect();
                 self.queue_report(a, &failures).await;
@@ -423,7 +442,7 @@ impl Relay {
                     .unwrap_or_default();
                 a.say(&format!("will retry at {next}"));
             }
-            Err(e) => tracing::error!(id = %a.id, error = %e, "cannot defer mail"),
+            Err(e) => self.bookkeeping_failed(&a.id, "defer", &e),
         }
     }
 
@@ -446,6 +465,16 @@ impl Relay {
             },
         };
         a.say(&line);
+    }
+
+    /// The spool could not record an outcome (disk full, I/O error): give the claim back so the
+    /// mail is tried again in this run rather than held until a restart. At worst a recipient
+    /// gets it twice (at-least-once), never not at all.
+    fn bookkeeping_failed(&self, id: &MailId, op: &str, error: &crate::queue::QueueError) {
+        tracing::error!(%id, op, %error, "cannot record the delivery outcome; the mail will be tried again");
+        if let Err(e) = self.spool.release(id) {
+            tracing::error!(%id, error = %e, "cannot release the claim either");
+        }
     }
 
     fn finish(&self, a: Attempt) {
@@ -499,10 +528,20 @@ enum Conclusion {
     Rejected(crate::mail::record::Rejection),
     /// Every recipient already has a final status.
     NothingOpen,
-    /// The exchange failed as a whole for these open recipients.
+    /// The SMTP session could not be set up; nothing was said about this mail.
+    SetupFailed(Vec<String>, smtp::Error),
+    /// The transaction failed as a whole for these open recipients.
     Failed(Vec<String>, smtp::Error),
     /// The transaction ran; per-recipient outcomes inside.
     Sent(smtp::Delivery),
+}
+
+/// Same mailbox: local part exactly, domain case-insensitively (RFC 5321 §2.4).
+fn same_mailbox(a: &str, b: &str) -> bool {
+    match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        _ => a == b,
+    }
 }
 
 fn local_failure(rcpt: &str, reason: &str, status: &str) -> Failure {

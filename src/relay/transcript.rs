@@ -63,8 +63,11 @@ impl Transcript for LogTranscript<'_> {
 }
 
 /// The per-mail console block of the lab: time, browser, proxy, mail server, sender, every
-/// recipient, length — then the outcome lines.
+/// recipient, length — then the outcome lines. Values from the request are shown with control
+/// characters escaped, so an address cannot forge console lines; a closed stdout is ignored.
 pub fn console_summary(record: &MailRecord, server: &str, bytes: usize, outcome: &[String]) {
+    use std::io::Write as _;
+    let clean = crate::translog::sanitize_line;
     let mut out = String::new();
     out.push_str(&format!(
         "[{}] mail {} ({:?})\n",
@@ -81,17 +84,18 @@ pub fn console_summary(record: &MailRecord, server: &str, bytes: usize, outcome:
         &record.sender
     };
     out.push_str(&format!(
-        "  sender      {sender} ({:?})\n",
+        "  sender      {} ({:?})\n",
+        clean(sender),
         record.sender_source
     ));
     for (kind, list) in [("To", &record.to), ("Cc", &record.cc), ("Bcc", &record.bcc)] {
         for m in list.iter() {
-            out.push_str(&format!("  {kind:<11} {}\n", m.addr));
+            out.push_str(&format!("  {kind:<11} {}\n", clean(&m.addr)));
         }
     }
     out.push_str(&format!("  length      {bytes} bytes\n"));
     for line in outcome {
-        out.push_str(&format!("  => {line}\n"));
+        out.push_str(&format!("  => {}\n", clean(line)));
     }
-    print!("{out}");
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
 }
