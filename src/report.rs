@@ -121,7 +121,7 @@ pub fn build(
         let kind = if f.from_server { "smtp" } else { "x-mailtap" };
         m.push_str(&format!(
             "Diagnostic-Code: {kind}; {}\r\n",
-            one_line(&f.diagnostic)
+            shorten(&one_line(&f.diagnostic), 900)
         ));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
