@@ -36,6 +36,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// User + system CPU time of this process so far, in microseconds.
+fn cpu_us() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -103,7 +112,7 @@ fn record(i: usize) -> MailRecord {
     }
 }
 
-async fn relay_run(mails: usize, workers: usize, port: u16) -> (f64, u64) {
+async fn relay_run(mails: usize, workers: usize, port: u16) -> (f64, u64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool: Spool<MailRecord> = Spool::open(dir.path(), QueueConfig::default()).expect("spool");
     let mut enqueues = Vec::new();
@@ -138,6 +147,7 @@ async fn relay_run(mails: usize, workers: usize, port: u16) -> (f64, u64) {
         in_flight: Arc::new(tokio::sync::Semaphore::new(mailtap::relay::IN_FLIGHT)),
     });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let cpu_before = cpu_us();
     let started = Instant::now();
     let task = tokio::spawn(relay.run(stop_rx));
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -147,9 +157,14 @@ async fn relay_run(mails: usize, workers: usize, port: u16) -> (f64, u64) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_per_mail = (cpu_us() - cpu_before) as f64 / mails as f64;
     let _ = stop.send(true);
     let _ = task.await;
-    (mails as f64 / elapsed, rss_kib().saturating_sub(rss_before))
+    (
+        mails as f64 / elapsed,
+        rss_kib().saturating_sub(rss_before),
+        cpu_per_mail,
+    )
 }
 
 fn smtplib_run(mails: usize, port: u16) -> f64 {
@@ -250,11 +265,11 @@ fn main() {
         .max_blocking_threads(16)
         .build()
         .expect("runtime");
-    let (rate, rss_growth) = runtime.block_on(relay_run(mails, workers, port));
+    let (rate, rss_growth, cpu_per_mail) = runtime.block_on(relay_run(mails, workers, port));
     let py = smtplib_run(mails, port);
     println!(
         "relay: {mails} queued mails × 3 recipients to smtp-sink with {workers} workers: {rate:.0} mails/s \
-         (RSS +{} KiB while relaying)",
+         ({cpu_per_mail:.0} µs CPU per mail; RSS +{} KiB while relaying)",
         rss_growth
     );
     println!(

@@ -424,16 +424,12 @@ impl Store {
         if meta.state != before {
             let dst = self.dir_of(meta.state, id);
             fs::rename(&dir, &dst).map_err(io_err("move mail directory", &dir))?;
-            // Both directories changed; their fsyncs are independent, so run them together.
+            // Both directories changed. Each sync is shared with concurrent state changes
+            // (group commit), so doing them one after the other costs little; a helper thread
+            // per change cost more CPU than it saved.
             let (dst_dir, src_dir) = (&self.dirs[meta.state.index()], &self.dirs[before.index()]);
-            let (dst_res, src_res) = std::thread::scope(|s| {
-                let dst_job = s.spawn(|| dst_dir.sync());
-                let src_res = src_dir.sync();
-                let dst_res = dst_job
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
-                (dst_res, src_res)
-            });
+            let dst_res = dst_dir.sync();
+            let src_res = src_dir.sync();
             dst_res.map_err(io_err("fsync state directory", dst_dir.path()))?;
             src_res.map_err(io_err("fsync state directory", src_dir.path()))?;
         }
