@@ -2,8 +2,9 @@
 //! smtplib over one reused connection in the same run; and intercept → delivered latency on the
 //! built-in SMTP server.
 //!
-//! `cargo bench --bench relay` (env `MAILS`, `WORKERS`). Needs `smtp-sink` (Debian package
-//! postfix) and python3. Everything runs on 127.0.0.1 with data in a temp dir.
+//! `cargo bench --bench relay` (env `MAILS`, `WORKERS`; `TMPDIR` places the spool, `BENCH_LOGS`
+//! the transcripts — e.g. `TMPDIR=/dev/shm` shows what the filesystem costs). Needs `smtp-sink`
+//! (Debian package postfix) and python3. Everything runs on 127.0.0.1 with data in a temp dir.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -137,7 +138,10 @@ async fn relay_run(mails: usize, workers: usize, port: u16) -> (f64, u64, f64) {
             ..ClientConfig::default()
         },
         connect: ConnectOptions::default(),
-        logs_dir: dir.path().join("logs"),
+        // BENCH_LOGS: put the transcripts elsewhere (e.g. on tmpfs) to see what they cost.
+        logs_dir: std::env::var_os("BENCH_LOGS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| dir.path().join("logs")),
         log: LogConfig::default(),
         report: ReportConfig::default(),
         config: RelayConfig {
