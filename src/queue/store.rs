@@ -341,6 +341,7 @@ impl Store {
         &self,
         id: &MailId,
         access: Access,
+        durable: bool,
         change: impl FnOnce(&mut MailMeta<serde_json::Value>, bool),
     ) -> Result<MailState, QueueError> {
         let (before, was_claimed) = {
@@ -366,7 +367,7 @@ impl Store {
             }
         };
         let keep_claim = was_claimed && access == Access::AnyKeep;
-        let res = self.change_on_disk(id, before, |m| change(m, was_claimed));
+        let res = self.change_on_disk(id, before, durable, |m| change(m, was_claimed));
         let mut idx = self.index();
         match res {
             Ok(meta) => {
@@ -399,10 +400,14 @@ impl Store {
         }
     }
 
+    /// With `durable` false the same renames happen but nothing is fsync'd: the change is
+    /// atomic (old or new metadata, never torn — ext4 and most filesystems flush a file's data
+    /// before a rename that replaces another) but may be lost in a crash.
     fn change_on_disk(
         &self,
         id: &MailId,
         before: MailState,
+        durable: bool,
         change: impl FnOnce(&mut MailMeta<serde_json::Value>),
     ) -> Result<MailMeta<serde_json::Value>, QueueError> {
         let dir = self.dir_of(before, id);
@@ -417,13 +422,20 @@ impl Store {
         let mut f = File::create(&tmp).map_err(io_err("create metadata tmp", &tmp))?;
         f.write_all(&json)
             .map_err(io_err("write metadata tmp", &tmp))?;
-        f.sync_all().map_err(io_err("fsync metadata tmp", &tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err("fsync metadata tmp", &tmp))?;
+        }
         let final_path = dir.join(META_FILE);
         fs::rename(&tmp, &final_path).map_err(io_err("commit metadata", &final_path))?;
-        sync_dir(&dir)?;
+        if durable {
+            sync_dir(&dir)?;
+        }
         if meta.state != before {
             let dst = self.dir_of(meta.state, id);
             fs::rename(&dir, &dst).map_err(io_err("move mail directory", &dir))?;
+            if !durable {
+                return Ok(meta);
+            }
             // Both directories changed. Each sync is shared with concurrent state changes
             // (group commit), so doing them one after the other costs little; a helper thread
             // per change cost more CPU than it saved.
