@@ -27,8 +27,12 @@ use crate::proxy::{
 };
 use crate::queue::Spool;
 
-/// Largest upload response body read to find the upload id in it.
-const MAX_UPLOAD_RESPONSE: usize = 1 << 20;
+/// Largest upload response body read to find the upload id in it (they are small JSON or
+/// HTML answers; a larger declared one passes through unread).
+const MAX_UPLOAD_RESPONSE: usize = 4 << 20;
+
+/// How long the rest of an upload response may take once its head arrived.
+const UPLOAD_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the interceptor needs from the configuration.
 #[derive(Debug, Clone)]
@@ -296,14 +300,32 @@ impl Capture {
     fn upload_hook(self: Arc<Self>, rule: String, ticket: Ticket) -> ResponseHook {
         Box::new(move |response: Response<ProxyBody>| {
             Box::pin(async move {
+                let declared = response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                if declared.is_some_and(|n| n > MAX_UPLOAD_RESPONSE) {
+                    // Too big to be an id answer: the browser gets it untouched, streamed.
+                    tracing::warn!(%rule, "upload response too large to read an id from; passed through");
+                    return response;
+                }
                 let (parts, body) = response.into_parts();
-                let bytes = match Limited::new(body, MAX_UPLOAD_RESPONSE).collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) => {
+                let read = Limited::new(body, MAX_UPLOAD_RESPONSE).collect();
+                let bytes = match tokio::time::timeout(UPLOAD_RESPONSE_TIMEOUT, read).await {
+                    Ok(Ok(c)) => c.to_bytes(),
+                    Ok(Err(e)) => {
                         tracing::warn!(%rule, error = %e, "upload response unreadable; id not noted");
                         return crate::proxy::error_response(
                             StatusCode::BAD_GATEWAY,
                             &format!("upload response: {e}"),
+                        );
+                    }
+                    Err(_) => {
+                        tracing::warn!(%rule, "upload response too slow; id not noted");
+                        return crate::proxy::error_response(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "the webmail's answer to the upload did not arrive in time",
                         );
                     }
                 };
