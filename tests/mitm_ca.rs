@@ -17,6 +17,7 @@ use x509_parser::extensions::GeneralName;
 async fn served_ca_der(data: &Path) -> Vec<u8> {
     let mut config = Config::parse("").unwrap();
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.builtin_smtp.listen = "127.0.0.1:0".parse().unwrap();
     config.paths.data = data.to_path_buf();
     config.paths.logs = data.join("logs");
     let app = App::start(&config).await.expect("mailtap starts");
@@ -67,6 +68,7 @@ async fn a_certificate_without_its_key_is_refused_not_replaced() {
     std::fs::remove_file(ca_dir.join(CA_KEY_FILE)).unwrap();
     let mut config = Config::parse("").unwrap();
     config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.builtin_smtp.listen = "127.0.0.1:0".parse().unwrap();
     config.paths.data = dir.path().join("data");
     let err = App::start(&config)
         .await
@@ -225,6 +227,7 @@ async fn unusable_extra_roots_stop_startup_naming_the_file() {
     ] {
         let mut config = Config::parse("").unwrap();
         config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+        config.builtin_smtp.listen = "127.0.0.1:0".parse().unwrap();
         config.paths.data = dir.path().join("data");
         config.mitm.extra_roots = vec![path.clone()];
         let err = App::start(&config)
