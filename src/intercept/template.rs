@@ -66,6 +66,26 @@ impl ResponseTemplate {
         {
             return Err("response headers must not contain control characters".into());
         }
+        // mailtap frames the body itself (its length changes with the placeholders), and
+        // connection-level fields are the proxy's business.
+        const RESERVED: [&str; 7] = [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "trailer",
+            "content-type",
+        ];
+        if let Some(k) = self
+            .headers
+            .keys()
+            .find(|k| RESERVED.contains(&k.to_ascii_lowercase().as_str()))
+        {
+            return Err(format!(
+                "response header {k:?} is set by mailtap (use content_type for Content-Type)"
+            ));
+        }
         Ok(())
     }
 
@@ -136,6 +156,26 @@ pub fn url_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn framing_headers_are_refused_in_templates() {
+        // Guards responses whose length changes after filling placeholders: no fixed framing.
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "Content-Type",
+        ] {
+            let t = ResponseTemplate {
+                status: 200,
+                content_type: "text/plain".into(),
+                headers: BTreeMap::from([(name.to_string(), "1".to_string())]),
+                body: String::new(),
+            };
+            let e = t.validate().unwrap_err();
+            assert!(e.contains(name), "{e}");
+        }
+    }
 
     fn tpl(body: &str) -> ResponseTemplate {
         ResponseTemplate {
