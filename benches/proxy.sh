@@ -4,6 +4,7 @@
 #
 #   benches/proxy.sh            # full run (~2 min)
 #   DURATION=5 benches/proxy.sh # shorter wrk runs
+#   BASE_BIN=/path/to/older/mailtap benches/proxy.sh  # also run an older build ("mt-base")
 #
 # Needs wrk, nginx and curl (installed with apt-get when missing) and python3. Everything
 # listens on 127.0.0.1 only; every process started here is stopped on exit.
@@ -82,9 +83,19 @@ MT_PID=$!
 PIDS+=("$MT_PID")
 wait_port "$MT"
 
-declare -A PROXY_PORT
+declare -A PROXY_PORT PROXY_PID
 PROXIES=(mailtap)
 PROXY_PORT[mailtap]=$MT
+PROXY_PID[mailtap]=$MT_PID
+if [ -n "${BASE_BIN:-}" ]; then
+  MB=$(free_port)
+  RUST_LOG=warn "$BASE_BIN" --listen "127.0.0.1:$MB" >"$WORK/mt-base.log" 2>&1 &
+  PROXY_PID[mt-base]=$!
+  PIDS+=("$!")
+  wait_port "$MB"
+  PROXIES+=(mt-base)
+  PROXY_PORT[mt-base]=$MB
+fi
 if command -v squid >/dev/null; then
   SQ=$(free_port)
   mkdir -p "$WORK/squid"
@@ -161,11 +172,10 @@ D_PLAIN=$(bulk direct)
 printf '%-10s %10s %8s %10s %7s | %9s %6s | %9s %6s\n' proxy req/s ratio p99_us "" plainMB/s ratio conMB/s ratio
 printf '%-10s %10.0f %8s %10.0f %7s | %9s %6s | %9s %6s\n' direct "$D_RPS" 1.00 "$D_P99" "" "$D_PLAIN" 1.00 "$D_PLAIN" 1.00
 
-MT_CPU_US_REQ=""
+CPU_LINES=()
 for p in "${PROXIES[@]}"; do
   port=${PROXY_PORT[$p]}
-  pid=""
-  [ "$p" = mailtap ] && pid=$MT_PID
+  pid=${PROXY_PID[$p]:-}
   [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
   read -r RPS P99 REQS < <(run_wrk "http://127.0.0.1:$port/" "$WORK/abs.lua")
   if [ -n "$pid" ]; then
@@ -179,6 +189,7 @@ for p in "${PROXIES[@]}"; do
   if [ -n "$pid" ]; then
     c1=$(cpu_ticks "$pid")
     MT_CPU_S_GB=$(python3 -c "print(round(($c1-$c0)/$TCK/(6*$BULK_MB/1024), 2))")
+    CPU_LINES+=("$p CPU: ${MT_CPU_US_REQ} µs per small request; ${MT_CPU_S_GB} CPU-s per GB bulk; peak RSS under the small-request load: ${MT_RSS_SMALL} MiB")
   fi
   printf '%-10s %10.0f %8.2f %10.0f %7s | %9s %6.2f | %9s %6.2f\n' "$p" "$RPS" \
     "$(python3 -c "print($RPS/$D_RPS)")" "$P99" "" "$PLAIN" "$(python3 -c "print($PLAIN/$D_PLAIN)")" \
@@ -186,8 +197,7 @@ for p in "${PROXIES[@]}"; do
 done
 
 echo
-echo "mailtap CPU: ${MT_CPU_US_REQ} µs per small request; ${MT_CPU_S_GB} CPU-s per GB bulk"
-echo "mailtap peak RSS under the small-request load: ${MT_RSS_SMALL} MiB"
+for line in "${CPU_LINES[@]}"; do echo "$line"; done
 
 # --- idle CONNECT tunnels ----------------------------------------------------------------------
 python3 benches/idle_tunnels.py serve >"$WORK/tunnel-port" &
