@@ -89,7 +89,15 @@ PROXY_PORT[mailtap]=$MT
 PROXY_PID[mailtap]=$MT_PID
 if [ -n "${BASE_BIN:-}" ]; then
   MB=$(free_port)
-  RUST_LOG=warn "$BASE_BIN" --listen "127.0.0.1:$MB" >"$WORK/mt-base.log" 2>&1 &
+  # Its own SMTP port and data directories, so that it does not collide with the build above.
+  cat >"$WORK/mt-base.toml" <<EOF
+[paths]
+data = "$WORK/mt-base/data"
+logs = "$WORK/mt-base/logs"
+[builtin_smtp]
+listen = "127.0.0.1:$(free_port)"
+EOF
+  RUST_LOG=warn "$BASE_BIN" --config "$WORK/mt-base.toml" --listen "127.0.0.1:$MB" >"$WORK/mt-base.log" 2>&1 &
   PROXY_PID[mt-base]=$!
   PIDS+=("$!")
   wait_port "$MB"
