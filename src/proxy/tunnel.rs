@@ -109,18 +109,21 @@ pub async fn run(client: TcpStream, server: TcpStream, idle: Duration) -> Tunnel
 async fn pump(from: &TcpStream, to: &TcpStream, activity: &Activity) -> io::Result<Moved> {
     let mut buf: Vec<u8> = Vec::new();
     let mut moved = Moved::default();
-    let mut pipe_refused = false;
+    // Set when a read filled the largest buffer. Without a pipe it is cleared, and the next
+    // full read asks again (descriptors may have been freed by then).
+    let mut bulk = false;
     loop {
-        if buf.len() == MAX_BUF && !pipe_refused {
+        if bulk {
             match Pipe::new() {
                 Ok(pipe) => {
                     drop(buf);
                     return splice_pump(from, to, pipe, activity, moved).await;
                 }
                 Err(e) => {
-                    // Out of descriptors or pipe quota: the buffer keeps working.
+                    // Out of descriptors or pipe quota (EMFILE near the fd limit): the buffer
+                    // keeps working.
                     tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
-                    pipe_refused = true;
+                    bulk = false;
                 }
             }
         }
@@ -141,8 +144,12 @@ async fn pump(from: &TcpStream, to: &TcpStream, activity: &Activity) -> io::Resu
         write_all(to, &buf[..n]).await?;
         moved.total += n as u64;
         activity.touch();
-        if n == buf.len() && buf.len() < MAX_BUF {
-            buf = vec![0; (buf.len() * 4).min(MAX_BUF)];
+        if n == buf.len() {
+            if buf.len() < MAX_BUF {
+                buf = vec![0; (buf.len() * 4).min(MAX_BUF)];
+            } else {
+                bulk = true;
+            }
         }
     }
 }
