@@ -36,6 +36,8 @@ cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   [ -f "$WORK/squid.pid" ] && kill "$(cat "$WORK/squid.pid")" 2>/dev/null || true
   sleep 0.5
+  # KEEP_LOGS=DIR keeps the proxies' own logs (e.g. to see why one exited early).
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -208,6 +210,11 @@ echo
 for line in "${CPU_LINES[@]}"; do echo "$line"; done
 
 # --- idle CONNECT tunnels ----------------------------------------------------------------------
+if ! kill -0 "$MT_PID" 2>/dev/null; then
+  echo "mailtap (pid $MT_PID) exited before the idle-tunnel test; its log:" >&2
+  tail -20 "$WORK/mailtap.log" >&2
+  exit 1
+fi
 python3 benches/idle_tunnels.py serve >"$WORK/tunnel-port" &
 PIDS+=($!)
 for _ in $(seq 1 50); do [ -s "$WORK/tunnel-port" ] && break; sleep 0.1; done
