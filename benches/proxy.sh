@@ -5,6 +5,7 @@
 #   benches/proxy.sh            # full run (~2 min)
 #   DURATION=5 benches/proxy.sh # shorter wrk runs
 #   BASE_BIN=/path/to/older/mailtap benches/proxy.sh  # also run an older build ("mt-base")
+#   KEEP_LOGS=/tmp/logs benches/proxy.sh              # keep the proxies' logs
 #
 # Needs wrk, nginx and curl (installed with apt-get when missing) and python3. Everything
 # listens on 127.0.0.1 only; every process started here is stopped on exit.
