@@ -4,6 +4,8 @@
 #
 #   benches/proxy.sh            # full run (~2 min)
 #   DURATION=5 benches/proxy.sh # shorter wrk runs
+#   BASE_BIN=/path/to/older/mailtap benches/proxy.sh  # also run an older build ("mt-base")
+#   KEEP_LOGS=/tmp/logs benches/proxy.sh              # keep the proxies' logs
 #
 # Needs wrk, nginx and curl (installed with apt-get when missing) and python3. Everything
 # listens on 127.0.0.1 only; every process started here is stopped on exit.
@@ -35,6 +37,8 @@ cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   [ -f "$WORK/squid.pid" ] && kill "$(cat "$WORK/squid.pid")" 2>/dev/null || true
   sleep 0.5
+  # KEEP_LOGS=DIR keeps the proxies' own logs (e.g. to see why one exited early).
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -82,9 +86,27 @@ MT_PID=$!
 PIDS+=("$MT_PID")
 wait_port "$MT"
 
-declare -A PROXY_PORT
+declare -A PROXY_PORT PROXY_PID
 PROXIES=(mailtap)
 PROXY_PORT[mailtap]=$MT
+PROXY_PID[mailtap]=$MT_PID
+if [ -n "${BASE_BIN:-}" ]; then
+  MB=$(free_port)
+  # Its own SMTP port and data directories, so that it does not collide with the build above.
+  cat >"$WORK/mt-base.toml" <<EOF
+[paths]
+data = "$WORK/mt-base/data"
+logs = "$WORK/mt-base/logs"
+[builtin_smtp]
+listen = "127.0.0.1:$(free_port)"
+EOF
+  RUST_LOG=warn "$BASE_BIN" --config "$WORK/mt-base.toml" --listen "127.0.0.1:$MB" >"$WORK/mt-base.log" 2>&1 &
+  PROXY_PID[mt-base]=$!
+  PIDS+=("$!")
+  wait_port "$MB"
+  PROXIES+=(mt-base)
+  PROXY_PORT[mt-base]=$MB
+fi
 if command -v squid >/dev/null; then
   SQ=$(free_port)
   mkdir -p "$WORK/squid"
@@ -161,11 +183,10 @@ D_PLAIN=$(bulk direct)
 printf '%-10s %10s %8s %10s %7s | %9s %6s | %9s %6s\n' proxy req/s ratio p99_us "" plainMB/s ratio conMB/s ratio
 printf '%-10s %10.0f %8s %10.0f %7s | %9s %6s | %9s %6s\n' direct "$D_RPS" 1.00 "$D_P99" "" "$D_PLAIN" 1.00 "$D_PLAIN" 1.00
 
-MT_CPU_US_REQ=""
+CPU_LINES=()
 for p in "${PROXIES[@]}"; do
   port=${PROXY_PORT[$p]}
-  pid=""
-  [ "$p" = mailtap ] && pid=$MT_PID
+  pid=${PROXY_PID[$p]:-}
   [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
   read -r RPS P99 REQS < <(run_wrk "http://127.0.0.1:$port/" "$WORK/abs.lua")
   if [ -n "$pid" ]; then
@@ -179,6 +200,7 @@ for p in "${PROXIES[@]}"; do
   if [ -n "$pid" ]; then
     c1=$(cpu_ticks "$pid")
     MT_CPU_S_GB=$(python3 -c "print(round(($c1-$c0)/$TCK/(6*$BULK_MB/1024), 2))")
+    CPU_LINES+=("$p CPU: ${MT_CPU_US_REQ} µs per small request; ${MT_CPU_S_GB} CPU-s per GB bulk; peak RSS under the small-request load: ${MT_RSS_SMALL} MiB")
   fi
   printf '%-10s %10.0f %8.2f %10.0f %7s | %9s %6.2f | %9s %6.2f\n' "$p" "$RPS" \
     "$(python3 -c "print($RPS/$D_RPS)")" "$P99" "" "$PLAIN" "$(python3 -c "print($PLAIN/$D_PLAIN)")" \
@@ -186,10 +208,14 @@ for p in "${PROXIES[@]}"; do
 done
 
 echo
-echo "mailtap CPU: ${MT_CPU_US_REQ} µs per small request; ${MT_CPU_S_GB} CPU-s per GB bulk"
-echo "mailtap peak RSS under the small-request load: ${MT_RSS_SMALL} MiB"
+for line in "${CPU_LINES[@]}"; do echo "$line"; done
 
 # --- idle CONNECT tunnels ----------------------------------------------------------------------
+if ! kill -0 "$MT_PID" 2>/dev/null; then
+  echo "mailtap (pid $MT_PID) exited before the idle-tunnel test; its log:" >&2
+  tail -20 "$WORK/mailtap.log" >&2
+  exit 1
+fi
 python3 benches/idle_tunnels.py serve >"$WORK/tunnel-port" &
 PIDS+=($!)
 for _ in $(seq 1 50); do [ -s "$WORK/tunnel-port" ] && break; sleep 0.1; done
