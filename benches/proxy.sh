@@ -81,7 +81,15 @@ wait_port "$ORIGIN"
 
 # --- proxies ---------------------------------------------------------------------------------
 MT=$(free_port)
-RUST_LOG=warn "$BIN" --listen "127.0.0.1:$MT" >"$WORK/mailtap.log" 2>&1 &
+# Data, transcripts and the built-in SMTP server's port stay out of the way of anything else.
+cat >"$WORK/mailtap.toml" <<EOF
+[paths]
+data = "$WORK/mailtap/data"
+logs = "$WORK/mailtap/logs"
+[builtin_smtp]
+listen = "127.0.0.1:0"
+EOF
+RUST_LOG=warn "$BIN" --config "$WORK/mailtap.toml" --listen "127.0.0.1:$MT" >"$WORK/mailtap.log" 2>&1 &
 MT_PID=$!
 PIDS+=("$MT_PID")
 wait_port "$MT"
@@ -98,7 +106,7 @@ if [ -n "${BASE_BIN:-}" ]; then
 data = "$WORK/mt-base/data"
 logs = "$WORK/mt-base/logs"
 [builtin_smtp]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:0"
 EOF
   RUST_LOG=warn "$BASE_BIN" --config "$WORK/mt-base.toml" --listen "127.0.0.1:$MB" >"$WORK/mt-base.log" 2>&1 &
   PROXY_PID[mt-base]=$!
