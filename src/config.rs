@@ -129,6 +129,9 @@ pub struct ProxyConfig {
     pub shutdown_grace_secs: u64,
     /// Extra host patterns (`host` or `*.domain`) the PAC file sends through mailtap.
     pub pac_hosts: Vec<String>,
+    /// Threads serving connections; 0 = half the CPU cores, at least one (mailtap shares the
+    /// machine with the browser, and one thread gave the best tail latency on 2 cores).
+    pub worker_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -149,6 +152,7 @@ impl Default for ProxyConfig {
             upstream_idle_secs: 4,
             shutdown_grace_secs: 10,
             pac_hosts: Vec::new(),
+            worker_threads: 0,
         }
     }
 }
@@ -183,6 +187,14 @@ impl ProxyConfig {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    /// The number of runtime worker threads to start (`worker_threads`, or half the cores).
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 2).max(1)
     }
 }
 

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
     // malloc arena (unbounded, memory grew with the number of mails relayed).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(config.proxy.effective_worker_threads())
         .max_blocking_threads(16)
         .build()
     {
