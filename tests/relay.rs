@@ -2,10 +2,13 @@
 //! per-recipient outcomes, error reports, retries across a restart, and the Log-*.txt transcript.
 
 mod common;
+#[path = "common/webmail.rs"]
+mod webmail;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use webmail::roundcube_send;
 use mailtap::mail::record::Origin;
 use mailtap::queue::MailState;
 
@@ -16,27 +19,6 @@ fn config(extra: &str) -> String {
         "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[senders]\n\"webmail.example.test\" = \"{SENDER}\"\n\
          [relay]\nconsole = false\n{extra}"
     )
-}
-
-/// A Roundcube send with these recipients (relay mode: mailtap answers, no origin needed).
-fn roundcube_send(to: &str, cc: &str, subject: &str, message: &str) -> Vec<u8> {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let body = format!(
-        "_token=t&_task=mail&_action=send&_id=77&_from=1&_to={}&_cc={}&_bcc=&_subject={}&_is_html=0&_message={}&_draft=",
-        enc(to),
-        enc(cc),
-        enc(subject),
-        enc(message)
-    );
-    format!(
-        "POST http://webmail.example.test:9/roundcube/?_task=mail&_unlock=loading9&_framed=1 HTTP/1.1\r\n\
-         Host: webmail.example.test\r\nCookie: roundcube_sessid=SECRET1234\r\nUser-Agent: test\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 /// Waits (bounded) until the built-in mailbox holds `n` messages.
