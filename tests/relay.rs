@@ -8,9 +8,9 @@ mod webmail;
 use std::time::{Duration, Instant};
 
 use common::*;
-use webmail::roundcube_send;
 use mailtap::mail::record::Origin;
 use mailtap::queue::MailState;
+use webmail::roundcube_send;
 
 const SENDER: &str = "lilei@example.com";
 
