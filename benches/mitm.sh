@@ -87,6 +87,8 @@ MT=$(free_port)
   echo "[paths]"
   echo "data = \"$WORK/data\""
   echo "logs = \"$WORK/logs\""
+  echo "[builtin_smtp]"
+  echo "listen = \"127.0.0.1:0\""
   echo "[resolve]"
   echo "\"mitm.bench.test\" = \"127.0.0.1\""
   echo "\"blind.bench.test\" = \"127.0.0.1\""
@@ -100,7 +102,7 @@ MT_PID=$!
 PIDS+=("$MT_PID")
 wait_port "$MT"
 MT_OFF=$(free_port)
-printf '[paths]\ndata = "%s"\nlogs = "%s"\n[resolve]\n"blind.bench.test" = "127.0.0.1"\n[mitm]\nenabled = false\n' \
+printf '[paths]\ndata = "%s"\nlogs = "%s"\n[builtin_smtp]\nlisten = "127.0.0.1:0"\n[resolve]\n"blind.bench.test" = "127.0.0.1"\n[mitm]\nenabled = false\n' \
   "$WORK/data-off" "$WORK/logs-off" >"$WORK/mailtap-off.toml"
 RUST_LOG=warn "$BIN" --config "$WORK/mailtap-off.toml" --listen "127.0.0.1:$MT_OFF" >"$WORK/mailtap-off.log" 2>&1 &
 PIDS+=($!)
