@@ -30,6 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,11 +82,18 @@ fn last_suffix(base: &str, taken: Option<u32>) -> Option<u32> {
     (last.0 == base).then_some(last.1)
 }
 
-/// An open transcript. Writes are buffered and flushed at the end of each section, on
-/// [`TransLog::finish`] and on drop.
+/// How long written lines may wait in the buffer before the next line flushes them.
+const FLUSH_AFTER: Duration = Duration::from_millis(500);
+/// Buffer size: a whole ordinary transcript fits, so it usually reaches the file in one write.
+const BUFFER: usize = 64 * 1024;
+
+/// An open transcript. Lines are buffered: they reach the file when the buffer fills, when a
+/// line is written more than [`FLUSH_AFTER`] after the last flush (so a slow exchange shows up
+/// while it runs), on [`TransLog::finish`] and on drop. A fast transaction costs one write.
 pub struct TransLog {
     path: PathBuf,
     out: Option<BufWriter<File>>,
+    flushed: Instant,
     log_body: bool,
     /// True between a client `AUTH` and the first server reply that is not `334`: client lines
     /// in between are credentials.
@@ -117,7 +125,16 @@ impl TransLog {
         now: DateTime<Utc>,
         config: &LogConfig,
     ) -> io::Result<TransLog> {
-        std::fs::create_dir_all(logs_dir)?;
+        match Self::create_in(logs_dir, now, config) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(logs_dir)?;
+                Self::create_in(logs_dir, now, config)
+            }
+            other => other,
+        }
+    }
+
+    fn create_in(logs_dir: &Path, now: DateTime<Utc>, config: &LogConfig) -> io::Result<TransLog> {
         let first_name = logs_dir
             .join(file_name(now, 1))
             .to_string_lossy()
@@ -132,7 +149,8 @@ impl TransLog {
                     last_suffix(&first_name, Some(n));
                     let mut log = TransLog {
                         path,
-                        out: Some(BufWriter::new(f)),
+                        out: Some(BufWriter::with_capacity(BUFFER, f)),
+                        flushed: Instant::now(),
                         log_body: config.log_body,
                         in_auth: false,
                         error: None,
@@ -142,7 +160,6 @@ impl TransLog {
                         format_timestamp(now.with_timezone(&Local))
                     ));
                     log.raw("markers: C: sent by mailtap to the server, S: received from the server, -- note");
-                    log.flush();
                     return Ok(log);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -172,6 +189,10 @@ impl TransLog {
             .and_then(|_| out.write_all(b"\n"))
         {
             self.fail(e);
+            return;
+        }
+        if self.flushed.elapsed() >= FLUSH_AFTER {
+            self.flush();
         }
     }
 
@@ -184,6 +205,7 @@ impl TransLog {
     }
 
     fn flush(&mut self) {
+        self.flushed = Instant::now();
         if let Some(out) = self.out.as_mut() {
             if let Err(e) = out.flush() {
                 self.fail(e);
@@ -202,7 +224,6 @@ impl TransLog {
         for line in redact_head(head).lines() {
             self.raw(&sanitize_line(line));
         }
-        self.flush();
     }
 
     /// Writes the intercepted request head (request line + fields), secrets redacted.
@@ -229,13 +250,11 @@ impl TransLog {
         self.raw(&format!(
             "=== SMTP attempt {n}: {local} -> {name} ({remote})"
         ));
-        self.flush();
     }
 
     /// Records the negotiated TLS protocol version and cipher suite.
     pub fn tls(&mut self, version: &str, cipher: &str) {
         self.stamped("--", &format!("TLS established: {version} {cipher}"));
-        self.flush();
     }
 
     /// Records one command line sent to the server. AUTH payloads and the credential lines
@@ -269,7 +288,6 @@ impl TransLog {
             }
         }
         self.stamped("C:", &format!("[body: {body_bytes} bytes]"));
-        self.flush();
     }
 
     /// Records the DATA content of `message`: the whole message when `log_body` is set,
@@ -280,7 +298,6 @@ impl TransLog {
             for line in text.lines() {
                 self.stamped("C:", line);
             }
-            self.flush();
             return;
         }
         let split = find_header_end(message);
@@ -295,7 +312,6 @@ impl TransLog {
     /// Records an outcome or remark (delivered, deferred, sender choice, ...).
     pub fn note(&mut self, text: &str) {
         self.stamped("--", text);
-        self.flush();
     }
 
     /// Flushes and closes the log; returns its path, or the first I/O error met.
@@ -376,6 +392,7 @@ mod tests {
         let mut log = TransLog {
             path: PathBuf::from("/dev/full"),
             out: Some(BufWriter::with_capacity(16, full)),
+            flushed: Instant::now(),
             log_body: false,
             in_auth: false,
             error: None,

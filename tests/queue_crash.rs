@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use mailtap::queue::failpoint::{ENV as CRASH_ENV, STEPS};
-use mailtap::queue::{MailMeta, MailState, QueueConfig, Spool};
+use mailtap::queue::{MailMeta, MailState, QueueConfig, RcptStatus, Spool};
 use serde::{Deserialize, Serialize};
 
 /// Tells the child process which data directory to use.
@@ -147,4 +147,110 @@ fn child_without_failpoint_enqueues_everything() {
     assert_eq!(returned.lines().count(), MAILS as usize);
     let spool = Spool::<Rec>::open(tmp.path(), QueueConfig::default()).unwrap();
     assert_eq!(spool.list(MailState::Active).len(), MAILS as usize);
+}
+
+/// Tells the journal child which data directory to use.
+const JOURNAL_DIR_ENV: &str = "MAILTAP_TEST_JOURNAL_DIR";
+/// Mails the journal child delivers before it aborts.
+const COMPLETED: u32 = 5;
+
+/// Child body: enqueue, claim and complete `COMPLETED` mails, then abort — so the spool is
+/// never dropped and its completion journal is never applied to the `meta.json` files.
+#[test]
+#[ignore = "child process of completions_survive_a_crash_through_the_journal"]
+fn journal_child() {
+    let Ok(dir) = std::env::var(JOURNAL_DIR_ENV) else {
+        eprintln!("journal_child: {JOURNAL_DIR_ENV} unset; nothing to do outside its parent test");
+        return;
+    };
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall on a stack value; the abort below must not leave core files.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let spool = Spool::<Rec>::open(&dir, QueueConfig::default()).unwrap();
+        for n in 0..COMPLETED {
+            spool.enqueue(&Rec { n }, &message(n)).await.unwrap();
+        }
+        let claimed = spool.claim_due(chrono::Utc::now(), 100).await.unwrap();
+        assert_eq!(claimed.len(), COMPLETED as usize);
+        for c in claimed {
+            let per = [
+                ("a@example.org".to_string(), RcptStatus::Delivered),
+                (
+                    "b@example.org".to_string(),
+                    RcptStatus::Failed(format!("550 5.1.1 no user {}", c.meta.record.n)),
+                ),
+            ];
+            spool.complete(&c.id, &per).await.unwrap();
+        }
+        std::process::abort();
+    });
+}
+
+#[test]
+fn completions_survive_a_crash_through_the_journal() {
+    // Guards the completion journal: after a crash that never applied it (and with a torn
+    // record at its end), recovery writes every completion into meta.json — state, outcomes
+    // and the directory all agree — and empties the journal.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "journal_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(JOURNAL_DIR_ENV, tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "child did not reach its abort: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = tmp.path().join("spool/journal");
+    let written = fs::read(&journal).unwrap();
+    assert!(!written.is_empty(), "the child applied its journal");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(b"R 500\n{\"id\": \"torn")
+        .unwrap();
+
+    let spool = Spool::<Rec>::open(tmp.path(), QueueConfig::default()).unwrap();
+    let rep = spool.recovery_report();
+    assert_eq!(rep.journaled, COMPLETED as usize, "{rep:?}");
+    assert!(rep.corrupt.is_empty(), "{:?}", rep.corrupt);
+    assert_eq!(rep.loaded, [0, 0, COMPLETED as usize, 0]);
+    assert_eq!(fs::metadata(&journal).unwrap().len(), 0);
+    for s in spool.list(MailState::Delivered) {
+        let on_disk: MailMeta<Rec> = serde_json::from_slice(
+            &fs::read(
+                tmp.path()
+                    .join("spool/delivered")
+                    .join(s.id.as_str())
+                    .join("meta.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(on_disk.state, MailState::Delivered);
+        assert_eq!(on_disk.attempts, 1);
+        assert_eq!(on_disk.recipients["a@example.org"], RcptStatus::Delivered);
+        assert_eq!(
+            on_disk.recipients["b@example.org"],
+            RcptStatus::Failed(format!("550 5.1.1 no user {}", on_disk.record.n))
+        );
+    }
 }

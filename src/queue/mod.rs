@@ -46,7 +46,7 @@ pub use id::MailId;
 pub use meta::{MailMeta, MailState, MailSummary, RcptStatus};
 pub use store::RecoveryReport;
 
-use store::{Access, Store};
+use store::{Access, Commit, Store};
 
 /// A mail handed to one worker by [`Spool::claim_due`]; nobody else gets it until the worker
 /// calls complete / defer / fail / release, or the process restarts.
@@ -100,7 +100,8 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
             spool = %store.root().display(),
             active = rep.loaded[0], deferred = rep.loaded[1],
             delivered = rep.loaded[2], failed = rep.loaded[3],
-            tmp_removed = rep.tmp_removed, moved = rep.moved, corrupt = rep.corrupt.len(),
+            tmp_removed = rep.tmp_removed, journaled = rep.journaled, moved = rep.moved,
+            corrupt = rep.corrupt.len(),
             "spool opened"
         );
         Ok(Spool {
@@ -202,8 +203,9 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         per_rcpt: &[(String, RcptStatus)],
     ) -> Result<(), QueueError> {
         let per_rcpt = per_rcpt.to_vec();
-        // Syncing every delivery cost most of the relay's time on disk (see the doc above).
-        self.change(id, Access::Claimer, false, move |m, _| {
+        // Syncing (or even rewriting meta.json for) every delivery cost most of the relay's
+        // time on disk: completions go through the spool's journal.
+        self.change(id, Access::Claimer, Commit::Journal, move |m, _| {
             m.apply_complete(&per_rcpt)
         })
         .await
@@ -224,7 +226,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         let error = error.to_string();
         let policy = self.store.config().clone();
         let st = self
-            .change(id, Access::Claimer, true, move |m, _| {
+            .change(id, Access::Claimer, Commit::Durable, move |m, _| {
                 m.apply_defer(&per_rcpt, &error, now, &policy)
             })
             .await?;
@@ -237,9 +239,12 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
     /// mail (by its claimer; counts as an attempt) or an unclaimed one (e.g. from the UI).
     pub async fn fail(&self, id: &MailId, reason: &str) -> Result<(), QueueError> {
         let reason = reason.to_string();
-        self.change(id, Access::AnyRelease, true, move |m, claimed| {
-            m.apply_fail(&reason, claimed)
-        })
+        self.change(
+            id,
+            Access::AnyRelease,
+            Commit::Durable,
+            move |m, claimed| m.apply_fail(&reason, claimed),
+        )
         .await
         .map(|_| ())
     }
@@ -252,9 +257,11 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
             path: self.store.mail_dir(id).unwrap_or_default(),
             source,
         })?;
-        self.change(id, Access::AnyKeep, true, move |m, _| m.record = value)
-            .await
-            .map(|_| ())
+        self.change(id, Access::AnyKeep, Commit::Durable, move |m, _| {
+            m.record = value
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Reads the current metadata of `id` (any state); `Ok(None)` if the spool has no such
@@ -288,6 +295,11 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         self.store.list(state)
     }
 
+    /// How many active/deferred mails nobody has claimed (due now or later). From memory.
+    pub fn unclaimed(&self) -> usize {
+        self.store.unclaimed()
+    }
+
     /// The earliest due time among unclaimed active/deferred mails, for a worker to sleep
     /// until; `None` when nothing waits.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
@@ -310,11 +322,11 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         &self,
         id: &MailId,
         access: Access,
-        durable: bool,
+        commit: Commit,
         f: impl FnOnce(&mut MailMeta<serde_json::Value>, bool) + Send + 'static,
     ) -> Result<MailState, QueueError> {
         let store = Arc::clone(&self.store);
         let id = id.clone();
-        blocking(move || store.change(&id, access, durable, f)).await
+        blocking(move || store.change(&id, access, commit, f)).await
     }
 }

@@ -9,6 +9,7 @@
 //! Layout under `<data>/spool/`:
 //! ```text
 //! lock                        flock'd by the owning process
+//! journal                     final outcomes not yet written into meta.json (store/journal.rs)
 //! tmp/<id>/                   mails being enqueued (removed by recovery)
 //! active/<id>/message.eml     the message, exactly as it will be sent
 //! active/<id>/meta.json       MailMeta: state, attempts, recipients, record
@@ -19,7 +20,8 @@
 //! concurrent enqueues through `GroupSync`). A state change first rewrites `meta.json`
 //! atomically (tmp file, fsync, rename, fsync of the mail dir) — that is its commit point, the
 //! state in `meta.json` is authoritative — then moves the directory; recovery finishes a move
-//! cut short by a crash.
+//! cut short by a crash. Completions (final states, not fsync'd) are appended to the journal
+//! instead and reach `meta.json` in batches; recovery replays the journal first.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -39,8 +41,10 @@ use super::id::MailId;
 use super::meta::{MailMeta, MailState};
 
 mod index;
+mod journal;
 mod recover;
 use index::{Entry, Index};
+use journal::{Journal, JOURNAL_FILE};
 pub use recover::RecoveryReport;
 
 /// File name of the message inside a mail directory.
@@ -53,6 +57,16 @@ const READ_RETRIES: usize = 3;
 
 /// A mail as read from disk: metadata, message bytes (if asked for), and its directory.
 pub type ReadMail<R> = (MailMeta<R>, Option<Vec<u8>>, PathBuf);
+
+/// How a state change is committed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// `meta.json` rewritten atomically and fsync'd, directories fsync'd: survives power loss.
+    Durable,
+    /// For final states: appended to the journal (one write, no fsync) and moved; survives a
+    /// process crash, may be lost with the machine (the mail is then found as before).
+    Journal,
+}
 
 /// How a state change may treat the claim.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,6 +86,7 @@ pub struct Store {
     dirs: [GroupSync; 4],
     config: QueueConfig,
     index: Mutex<Index>,
+    journal: Mutex<Journal>,
     nonce: u32,
     seq: AtomicU64,
     recovery: RecoveryReport,
@@ -154,12 +169,14 @@ impl Store {
             open_dir(MailState::Delivered)?,
             open_dir(MailState::Failed)?,
         ];
+        let journal = Journal::open(&root.join(JOURNAL_FILE))?;
         let mut store = Store {
             root,
             tmp,
             dirs,
             config,
             index: Mutex::new(Index::default()),
+            journal: Mutex::new(journal),
             nonce: process_nonce(),
             seq: AtomicU64::new(0),
             recovery: RecoveryReport::default(),
@@ -187,6 +204,11 @@ impl Store {
     fn index(&self) -> MutexGuard<'_, Index> {
         // The index is updated in single assignments after disk work, never half; ignore poison.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        // Appends and applies either finish or leave the journal for recovery; ignore poison.
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn dir_of(&self, state: MailState, id: &MailId) -> PathBuf {
@@ -319,7 +341,19 @@ impl Store {
         dir: &Path,
         with_message: bool,
     ) -> Result<(MailMeta<R>, Option<Vec<u8>>), QueueError> {
-        let meta: MailMeta<R> = read_meta(&dir.join(META_FILE))?;
+        let pending = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| MailId::parse(n).ok())
+            .and_then(|id| self.journal().pending.get(&id).map(|p| p.json.clone()));
+        let meta: MailMeta<R> = match pending {
+            Some(json) => serde_json::from_slice(&json).map_err(|source| QueueError::Json {
+                op: "parse journaled metadata",
+                path: dir.join(META_FILE),
+                source,
+            })?,
+            None => read_meta(&dir.join(META_FILE))?,
+        };
         let msg = if with_message {
             let p = dir.join(MESSAGE_FILE);
             let mut f = File::open(&p).map_err(io_err("open message", &p))?;
@@ -335,13 +369,14 @@ impl Store {
 
     /// Changes a mail: applies `change` to its metadata, commits the new `meta.json`, moves the
     /// directory if the state changed, then updates the index (releasing the claim as `access`
-    /// says). `change` also learns whether the mail was claimed before the call. `Finished` for delivered/failed mails. On error the mail keeps its old state on
-    /// disk (or the new one, if the metadata commit happened; recovery then finishes the move).
+    /// says). `change` also learns whether the mail was claimed before the call. `Finished` for
+    /// delivered/failed mails. On error the mail keeps its old state on disk (or the new one,
+    /// if the metadata commit happened; recovery then finishes the move).
     pub fn change(
         &self,
         id: &MailId,
         access: Access,
-        durable: bool,
+        commit: Commit,
         change: impl FnOnce(&mut MailMeta<serde_json::Value>, bool),
     ) -> Result<MailState, QueueError> {
         let (before, was_claimed) = {
@@ -367,7 +402,7 @@ impl Store {
             }
         };
         let keep_claim = was_claimed && access == Access::AnyKeep;
-        let res = self.change_on_disk(id, before, durable, |m| change(m, was_claimed));
+        let res = self.change_on_disk(id, before, commit, |m| change(m, was_claimed));
         let mut idx = self.index();
         match res {
             Ok(meta) => {
@@ -400,14 +435,13 @@ impl Store {
         }
     }
 
-    /// With `durable` false the same renames happen but nothing is fsync'd: the change is
-    /// atomic (old or new metadata, never torn — ext4 and most filesystems flush a file's data
-    /// before a rename that replaces another) but may be lost in a crash.
+    /// Applies `change` to the metadata on disk and commits it as `commit` says
+    /// ([`Commit::Journal`] only for a final new state; otherwise the durable path).
     fn change_on_disk(
         &self,
         id: &MailId,
         before: MailState,
-        durable: bool,
+        commit: Commit,
         change: impl FnOnce(&mut MailMeta<serde_json::Value>),
     ) -> Result<MailMeta<serde_json::Value>, QueueError> {
         let dir = self.dir_of(before, id);
@@ -418,24 +452,14 @@ impl Store {
             path: dir.join(META_FILE),
             source,
         })?;
-        let tmp = dir.join(META_TMP);
-        let mut f = File::create(&tmp).map_err(io_err("create metadata tmp", &tmp))?;
-        f.write_all(&json)
-            .map_err(io_err("write metadata tmp", &tmp))?;
-        if durable {
-            f.sync_all().map_err(io_err("fsync metadata tmp", &tmp))?;
+        if commit == Commit::Journal && meta.state.is_final() {
+            self.journal_change(id, before, meta.state, json)?;
+            return Ok(meta);
         }
-        let final_path = dir.join(META_FILE);
-        fs::rename(&tmp, &final_path).map_err(io_err("commit metadata", &final_path))?;
-        if durable {
-            sync_dir(&dir)?;
-        }
+        journal::write_meta_atomic(&dir, &json)?;
         if meta.state != before {
             let dst = self.dir_of(meta.state, id);
             fs::rename(&dir, &dst).map_err(io_err("move mail directory", &dir))?;
-            if !durable {
-                return Ok(meta);
-            }
             // Both directories changed. Each sync is shared with concurrent state changes
             // (group commit), so doing them one after the other costs little; a helper thread
             // per change cost more CPU than it saved.
@@ -446,5 +470,35 @@ impl Store {
             src_res.map_err(io_err("fsync state directory", src_dir.path()))?;
         }
         Ok(meta)
+    }
+
+    /// The journal path of a change into a final state: record first, then the directory
+    /// move (a crash in between leaves a record that recovery applies wherever the mail is).
+    fn journal_change(
+        &self,
+        id: &MailId,
+        before: MailState,
+        after: MailState,
+        json: Vec<u8>,
+    ) -> Result<(), QueueError> {
+        // Held across the move so that an apply never sees a pending change whose directory
+        // has not arrived yet.
+        let mut j = self.journal();
+        j.append(id, after, json)?;
+        if after != before {
+            let (src, dst) = (self.dir_of(before, id), self.dir_of(after, id));
+            if let Err(e) = fs::rename(&src, &dst) {
+                // The record stays in the file (recovery applies it where the mail is); in
+                // this run the mail keeps its old state.
+                j.pending.remove(id);
+                return Err(QueueError::io("move mail directory", src, e));
+            }
+        }
+        if j.is_full() {
+            if let Err(e) = self.apply_journal(&mut j) {
+                tracing::warn!(error = %e, "spool: could not apply the journal; will retry");
+            }
+        }
+        Ok(())
     }
 }

@@ -46,6 +46,9 @@ impl Default for RelayConfig {
 
 /// Concluded deliveries whose bookkeeping may run at once behind the workers.
 pub const IN_FLIGHT: usize = 64;
+/// Most mails one worker claims at once (one spool read for all of them). A worker takes its
+/// share of what is waiting, so a short queue still spreads over every worker.
+const CLAIM_BATCH: usize = 8;
 
 /// Everything a worker needs; shared by all workers.
 pub struct Relay {
@@ -99,7 +102,12 @@ impl Relay {
             }
             // Register for a wake-up before looking, so an enqueue in between is not missed.
             let wake = self.spool.notified();
-            let claimed = match self.spool.claim_due(Utc::now(), 1).await {
+            let share = self.spool.unclaimed() / self.config.workers.max(1);
+            let claimed = match self
+                .spool
+                .claim_due(Utc::now(), share.clamp(1, CLAIM_BATCH))
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim mail from the spool");
@@ -125,8 +133,19 @@ impl Relay {
                 }
                 continue;
             }
-            for mail in claimed {
-                self.deliver(mail, &mut session).await;
+            let mut claimed = claimed.into_iter().peekable();
+            while let Some(mail) = claimed.next() {
+                if *stop.borrow() {
+                    // Shutting down: hand the rest of the batch back untouched.
+                    for rest in std::iter::once(mail).chain(claimed.by_ref()) {
+                        if let Err(e) = self.spool.release(&rest.id) {
+                            tracing::warn!(id = %rest.id, error = %e, "could not release a claim");
+                        }
+                    }
+                    break;
+                }
+                let more = claimed.peek().is_some();
+                self.deliver(mail, &mut session, more).await;
             }
         }
         if let Some(s) = session.take() {
@@ -138,7 +157,13 @@ impl Relay {
     /// here, on the worker's session; the bookkeeping after it (spool state, reports, log, console)
     /// is handed to a task so the session can go on with the next mail while the spool fsyncs.
     #[tracing::instrument(level = "debug", skip_all, fields(id = %mail.id))]
-    async fn deliver(self: &Arc<Self>, mail: Claimed<MailRecord>, session: &mut Option<Session>) {
+    /// `more` says this worker has further mail in hand (keep the session open).
+    async fn deliver(
+        self: &Arc<Self>,
+        mail: Claimed<MailRecord>,
+        session: &mut Option<Session>,
+        more: bool,
+    ) {
         let (mut a, open) = self.begin(mail);
         if let Some(rejection) = a.record.rejected.clone() {
             return self
@@ -187,7 +212,7 @@ impl Relay {
         let Some(s) = session.as_mut() else { return };
         let result = s.send(&envelope, &a.message, &mut t).await;
         // Nothing else due: end the session now, so this transcript shows the QUIT too.
-        let more_due = self.spool.next_due().is_some_and(|due| due <= Utc::now());
+        let more_due = more || self.spool.next_due().is_some_and(|due| due <= Utc::now());
         if !more_due || !s.is_usable() {
             if let Some(s) = session.take() {
                 let _ = s.quit(&mut t).await;

@@ -106,6 +106,11 @@ impl Store {
         v
     }
 
+    /// How many active/deferred mails are unclaimed (due now or later).
+    pub fn unclaimed(&self) -> usize {
+        self.index().schedule.len()
+    }
+
     /// Earliest due time among unclaimed active/deferred mails; `None` if there are none.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.index().schedule.first().map(|(t, _)| *t)

@@ -21,6 +21,8 @@ pub struct RecoveryReport {
     pub loaded: [usize; 4],
     /// Uncommitted enqueues (entries of `tmp/`) removed.
     pub tmp_removed: usize,
+    /// Journal records written into their mails' `meta.json` (completions not yet applied).
+    pub journaled: usize,
     /// Mail directories moved to the state their `meta.json` names (interrupted moves).
     pub moved: usize,
     /// Entries left untouched because they are unreadable, with the reason.
@@ -29,7 +31,10 @@ pub struct RecoveryReport {
 
 impl Store {
     pub(super) fn recover(&self) -> Result<RecoveryReport, QueueError> {
-        let mut rep = RecoveryReport::default();
+        let mut rep = RecoveryReport {
+            journaled: self.replay_journal()?,
+            ..RecoveryReport::default()
+        };
         let rd = fs::read_dir(&self.tmp).map_err(io_err("list tmp", &self.tmp))?;
         for ent in rd {
             let ent = ent.map_err(io_err("list tmp", &self.tmp))?;
