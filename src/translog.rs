@@ -53,7 +53,19 @@ const MAX_SUFFIX: u32 = 10_000;
 
 /// Formats a transcript timestamp: `2026-11-23 10:15:30.123456` (local time, microseconds).
 pub fn format_timestamp(t: DateTime<Local>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    use chrono::{Datelike, Timelike};
+    // By hand: every transcript line has one, and chrono's `format` parses its pattern anew
+    // each call. chrono's leap-second form (nanosecond ≥ 1e9) is clamped to .999999.
+    let micros = (t.nanosecond() / 1_000).min(999_999);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{micros:06}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// The file name for a transaction started at `now` (local time) with collision number `n`
@@ -85,7 +97,7 @@ fn last_suffix(base: &str, taken: Option<u32>) -> Option<u32> {
 /// How long written lines may wait in the buffer before the next line flushes them.
 const FLUSH_AFTER: Duration = Duration::from_millis(500);
 /// Buffer size: a whole ordinary transcript fits, so it usually reaches the file in one write.
-const BUFFER: usize = 64 * 1024;
+const BUFFER: usize = 16 * 1024;
 
 /// An open transcript. Lines are buffered: they reach the file when the buffer fills, when a
 /// line is written more than [`FLUSH_AFTER`] after the last flush (so a slow exchange shows up

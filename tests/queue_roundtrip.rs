@@ -409,3 +409,28 @@ async fn unreadable_mail_is_skipped_not_hammered() {
     assert!(spool.claim_due(t0(), 10).await.unwrap().is_empty());
     assert!(spool.list(MailState::Active).iter().all(|s| s.claimed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_keeps_a_change_made_during_the_claim() {
+    // Guards the claim-time metadata cache: a change between claim and completion (here
+    // update_record) is what the completion builds on, in memory and on disk after reopening.
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let spool = open(tmp.path());
+        let id = spool.enqueue_at(&rec(1), &message(1), t0()).await.unwrap();
+        let claimed = spool.claim_due(t0(), 1).await.unwrap();
+        assert_eq!(claimed[0].meta.record, rec(1));
+        spool.update_record(&id, &rec(7)).await.unwrap();
+        spool
+            .complete(&id, &[rc("a@example.org", RcptStatus::Delivered)])
+            .await
+            .unwrap();
+        let meta = spool.get(&id).await.unwrap().unwrap();
+        assert_eq!((meta.state, meta.record), (MailState::Delivered, rec(7)));
+        id
+    };
+    let spool = open(tmp.path());
+    let meta = spool.get(&id).await.unwrap().unwrap();
+    assert_eq!((meta.state, meta.record), (MailState::Delivered, rec(7)));
+    assert_eq!(meta.recipients["a@example.org"], RcptStatus::Delivered);
+}

@@ -295,6 +295,11 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         self.store.list(state)
     }
 
+    /// How many mails are in `state` (from memory; no sorting or copying, unlike `list`).
+    pub fn count(&self, state: MailState) -> usize {
+        self.store.counts()[state.index()]
+    }
+
     /// How many active/deferred mails nobody has claimed (due now or later). From memory.
     pub fn unclaimed(&self) -> usize {
         self.store.unclaimed()

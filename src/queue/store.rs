@@ -28,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -118,7 +118,12 @@ fn process_nonce() -> u32 {
 
 fn read_meta<R: DeserializeOwned>(path: &Path) -> Result<MailMeta<R>, QueueError> {
     let bytes = fs::read(path).map_err(io_err("read metadata", path))?;
-    serde_json::from_slice(&bytes).map_err(|source| QueueError::Json {
+    parse_meta(&bytes, path)
+}
+
+/// Parses metadata bytes that belong to `path` (named in the error).
+fn parse_meta<R: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<MailMeta<R>, QueueError> {
+    serde_json::from_slice(bytes).map_err(|source| QueueError::Json {
         op: "parse metadata",
         path: path.to_path_buf(),
         source,
@@ -322,7 +327,7 @@ impl Store {
                 .map(|e| e.state)
                 .ok_or_else(|| QueueError::NotFound(id.clone()))?;
             let dir = self.dir_of(state, id);
-            match self.read_at(&dir, with_message) {
+            match self.read_at(id, &dir, with_message) {
                 Ok((m, msg)) => return Ok((m, msg, dir)),
                 Err(QueueError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     last = Some(QueueError::Corrupt {
@@ -336,24 +341,24 @@ impl Store {
         Err(last.unwrap_or_else(|| QueueError::NotFound(id.clone())))
     }
 
+    /// Reads `id` from `dir`: metadata from the journal when a change is pending there, else
+    /// `meta.json` — whose bytes are kept for the change that ends a claim (`Index::meta`).
     fn read_at<R: DeserializeOwned>(
         &self,
+        id: &MailId,
         dir: &Path,
         with_message: bool,
     ) -> Result<(MailMeta<R>, Option<Vec<u8>>), QueueError> {
-        let pending = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| MailId::parse(n).ok())
-            .and_then(|id| self.journal().pending.get(&id).map(|p| p.json.clone()));
-        let meta: MailMeta<R> = match pending {
-            Some(json) => serde_json::from_slice(&json).map_err(|source| QueueError::Json {
-                op: "parse journaled metadata",
-                path: dir.join(META_FILE),
-                source,
-            })?,
-            None => read_meta(&dir.join(META_FILE))?,
+        let pending = self.journal().pending.get(id).map(|p| p.json.clone());
+        let meta_path = dir.join(META_FILE);
+        let json = match pending {
+            Some(json) => json,
+            None => Arc::new(fs::read(&meta_path).map_err(io_err("read metadata", &meta_path))?),
         };
+        let meta: MailMeta<R> = parse_meta(&json, &meta_path)?;
+        if let Some(slot @ None) = self.index().meta.get_mut(id) {
+            *slot = Some(json);
+        }
         let msg = if with_message {
             let p = dir.join(MESSAGE_FILE);
             let mut f = File::open(&p).map_err(io_err("open message", &p))?;
@@ -445,7 +450,11 @@ impl Store {
         change: impl FnOnce(&mut MailMeta<serde_json::Value>),
     ) -> Result<MailMeta<serde_json::Value>, QueueError> {
         let dir = self.dir_of(before, id);
-        let mut meta: MailMeta<serde_json::Value> = read_meta(&dir.join(META_FILE))?;
+        let cached = self.index().meta.remove(id).flatten();
+        let mut meta: MailMeta<serde_json::Value> = match cached {
+            Some(json) => parse_meta(&json, &dir.join(META_FILE))?,
+            None => read_meta(&dir.join(META_FILE))?,
+        };
         change(&mut meta);
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| QueueError::Json {
             op: "serialise metadata",

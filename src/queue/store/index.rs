@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -28,13 +29,23 @@ pub(super) struct Index {
     pub(super) entries: HashMap<MailId, Entry>,
     /// Unclaimed active/deferred mails by due time.
     pub(super) schedule: BTreeSet<(DateTime<Utc>, MailId)>,
+    /// Mails per state (active, deferred, delivered, failed), kept by `insert`.
+    pub(super) counts: [usize; 4],
+    /// The `meta.json` bytes read for a claim, so that the change ending the claim need not
+    /// read them again. The slot is opened (`None`) by `claim_ids`, filled by the claim's read,
+    /// and closed by any `insert` — so bytes read before a change are never kept after it.
+    pub(super) meta: HashMap<MailId, Option<Arc<Vec<u8>>>>,
 }
 
 impl Index {
+    /// Adds or replaces the entry of `id`; the only way entries change state.
     pub(super) fn insert(&mut self, id: MailId, e: Entry) {
         if let Some(old) = self.entries.get(&id) {
             self.schedule.remove(&(old.next_attempt, id.clone()));
+            self.counts[old.state.index()] -= 1;
         }
+        self.counts[e.state.index()] += 1;
+        self.meta.remove(&id);
         if !e.claimed && !e.state.is_final() {
             self.schedule.insert((e.next_attempt, id.clone()));
         }
@@ -60,6 +71,7 @@ impl Store {
             if let Some(e) = idx.entries.get_mut(&id) {
                 e.claimed = true;
             }
+            idx.meta.insert(id.clone(), None);
             out.push(id);
         }
         out
@@ -104,6 +116,11 @@ impl Store {
             .collect();
         v.sort_by(|a, b| (a.next_attempt, &a.id).cmp(&(b.next_attempt, &b.id)));
         v
+    }
+
+    /// How many mails are in each state: active, deferred, delivered, failed (from memory).
+    pub fn counts(&self) -> [usize; 4] {
+        self.index().counts
     }
 
     /// How many active/deferred mails are unclaimed (due now or later).

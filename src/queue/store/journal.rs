@@ -32,7 +32,7 @@ use crate::queue::meta::{MailMeta, MailState};
 /// File name of the journal inside `spool/`.
 pub(super) const JOURNAL_FILE: &str = "journal";
 /// Journal size at which pending changes are applied to the `meta.json` files.
-pub(super) const APPLY_AT: u64 = 4 << 20;
+pub(super) const APPLY_AT: u64 = 1 << 20;
 
 /// A change waiting in the journal: the state the mail moved to and its new `meta.json`.
 #[derive(Clone)]

@@ -65,9 +65,7 @@ impl Store {
                 rep.corrupt.push((path, e.to_string()));
             }
         }
-        for e in index.entries.values() {
-            rep.loaded[e.state.index()] += 1;
-        }
+        rep.loaded = index.counts;
         *self.index() = index;
         Ok(rep)
     }
