@@ -221,6 +221,25 @@ fn completions_survive_a_crash_through_the_journal() {
     let journal = tmp.path().join("spool/journal");
     let written = fs::read(&journal).unwrap();
     assert!(!written.is_empty(), "the child applied its journal");
+    // As if the crash came while a background apply had sealed the first two records into a
+    // segment: they are in journal.3, the rest (and a torn record) in the journal.
+    let mut boundary = 0;
+    for _ in 0..2 {
+        let nl = boundary
+            + written[boundary..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap();
+        let len: usize = std::str::from_utf8(&written[boundary + 2..nl])
+            .unwrap()
+            .parse()
+            .unwrap();
+        boundary = nl + 1 + len + 1;
+    }
+    let (sealed, live) = written.split_at(boundary);
+    let segment = tmp.path().join("spool/journal.3");
+    fs::write(&segment, sealed).unwrap();
+    fs::write(&journal, live).unwrap();
     fs::OpenOptions::new()
         .append(true)
         .open(&journal)
@@ -234,6 +253,7 @@ fn completions_survive_a_crash_through_the_journal() {
     assert!(rep.corrupt.is_empty(), "{:?}", rep.corrupt);
     assert_eq!(rep.loaded, [0, 0, COMPLETED as usize, 0]);
     assert_eq!(fs::metadata(&journal).unwrap().len(), 0);
+    assert!(!segment.exists(), "replayed segment left behind");
     for s in spool.list(MailState::Delivered) {
         let on_disk: MailMeta<Rec> = serde_json::from_slice(
             &fs::read(

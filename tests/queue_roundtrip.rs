@@ -434,3 +434,68 @@ async fn completion_keeps_a_change_made_during_the_claim() {
     assert_eq!((meta.state, meta.record), (MailState::Delivered, rec(7)));
     assert_eq!(meta.recipients["a@example.org"], RcptStatus::Delivered);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_applied_in_the_background_keeps_every_completion_readable() {
+    // Guards the background apply: completions past several journal seals (1 MiB each) read
+    // back right away, the sealed segments are gone once applied, and every meta.json on disk
+    // says delivered after the spool closes.
+    let tmp = tempfile::tempdir().unwrap();
+    let big = |n: u32| Rec {
+        from: "x".repeat(40_000),
+        ..rec(n)
+    };
+    let mut ids = Vec::new();
+    {
+        let spool = open(tmp.path());
+        for n in 0..80 {
+            ids.push(spool.enqueue_at(&big(n), &message(n), t0()).await.unwrap());
+        }
+        let claimed = spool.claim_due(t0(), 100).await.unwrap();
+        assert_eq!(claimed.len(), 80);
+        for c in &claimed {
+            spool
+                .complete(&c.id, &[rc("a@example.org", RcptStatus::Delivered)])
+                .await
+                .unwrap();
+            let meta = spool.get(&c.id).await.unwrap().unwrap();
+            assert_eq!(meta.state, MailState::Delivered);
+            assert_eq!(meta.record, big(c.meta.record.n));
+        }
+        for id in &ids {
+            let meta = spool.get(id).await.unwrap().unwrap();
+            assert_eq!(meta.recipients["a@example.org"], RcptStatus::Delivered);
+        }
+        assert_eq!(spool.count(MailState::Delivered), 80);
+    }
+    let names: Vec<String> = fs::read_dir(tmp.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("journal.")),
+        "{names:?}"
+    );
+    assert_eq!(
+        fs::metadata(tmp.path().join("spool/journal"))
+            .unwrap()
+            .len(),
+        0
+    );
+    for id in &ids {
+        let on_disk: MailMeta<Rec> = serde_json::from_slice(
+            &fs::read(
+                tmp.path()
+                    .join("spool/delivered")
+                    .join(id.as_str())
+                    .join("meta.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(on_disk.state, MailState::Delivered);
+    }
+    let spool = open(tmp.path());
+    assert_eq!(spool.recovery_report().journaled, 0);
+    assert_eq!(spool.recovery_report().loaded, [0, 0, 80, 0]);
+}

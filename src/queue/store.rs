@@ -9,7 +9,7 @@
 //! Layout under `<data>/spool/`:
 //! ```text
 //! lock                        flock'd by the owning process
-//! journal                     final outcomes not yet written into meta.json (store/journal.rs)
+//! journal, journal.<n>        final outcomes not yet written into meta.json (store/journal.rs)
 //! tmp/<id>/                   mails being enqueued (removed by recovery)
 //! active/<id>/message.eml     the message, exactly as it will be sent
 //! active/<id>/meta.json       MailMeta: state, attempts, recipients, record
@@ -44,7 +44,7 @@ mod index;
 mod journal;
 mod recover;
 use index::{Entry, Index};
-use journal::{Journal, JOURNAL_FILE};
+use journal::Journal;
 pub use recover::RecoveryReport;
 
 /// File name of the message inside a mail directory.
@@ -174,7 +174,7 @@ impl Store {
             open_dir(MailState::Delivered)?,
             open_dir(MailState::Failed)?,
         ];
-        let journal = Journal::open(&root.join(JOURNAL_FILE))?;
+        let journal = Journal::open(&root)?;
         let mut store = Store {
             root,
             tmp,
@@ -349,7 +349,7 @@ impl Store {
         dir: &Path,
         with_message: bool,
     ) -> Result<(MailMeta<R>, Option<Vec<u8>>), QueueError> {
-        let pending = self.journal().pending.get(id).map(|p| p.json.clone());
+        let pending = self.journal().lookup(id);
         let meta_path = dir.join(META_FILE);
         let json = match pending {
             Some(json) => json,
@@ -499,12 +499,12 @@ impl Store {
             if let Err(e) = fs::rename(&src, &dst) {
                 // The record stays in the file (recovery applies it where the mail is); in
                 // this run the mail keeps its old state.
-                j.pending.remove(id);
+                j.forget(id);
                 return Err(QueueError::io("move mail directory", src, e));
             }
         }
         if j.is_full() {
-            if let Err(e) = self.apply_journal(&mut j) {
+            if let Err(e) = self.apply_journal_soon(&mut j) {
                 tracing::warn!(error = %e, "spool: could not apply the journal; will retry");
             }
         }

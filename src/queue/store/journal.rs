@@ -5,14 +5,15 @@
 //! per delivery; on ext4 without a journal, allocating inodes near many recently freed ones is
 //! what made the relay slow on disk. A completion is instead one `write(2)` of the new metadata
 //! to `spool/journal` plus the directory move; the pending metadata is kept in memory (readers
-//! see it at once) and written into the mails' `meta.json` files in batches ("apply"): when the
-//! journal reaches [`APPLY_AT`] bytes, when the store is dropped, and at recovery.
+//! see it at once) and written into the mails' `meta.json` files in batches ("apply"): in the
+//! background when the journal reaches [`APPLY_AT`] bytes, when the store is dropped, and at
+//! recovery.
 //!
 //! Only final states are journaled. A final mail never changes again, so a record is always
 //! newer than the mail's `meta.json` and replay is order-free. Applying writes each `meta.json`
-//! in place (no new inode); that is safe because the journal is fsync'd before and truncated
-//! only after a `syncfs` has made every rewritten file durable — a file torn by a crash in
-//! between is restored from the journal at recovery. Appends are not fsync'd (see
+//! in place (no new inode); that is safe because the sealed journal segment is fsync'd before
+//! and deleted only after a `syncfs` has made every rewritten file durable — a file torn by a
+//! crash in between is restored from the segment at recovery. Appends are not fsync'd (see
 //! `Spool::complete`: at-least-once), and a record torn by a crash is ignored.
 //!
 //! Record format: `R <length>\n<length bytes of pretty JSON metadata>\n`.
@@ -42,11 +43,21 @@ pub(super) struct Pending {
 }
 
 /// The open journal and the changes it holds that are not yet in `meta.json` files.
+///
+/// Applying runs in the background: the full journal is sealed (renamed `journal.<n>`), a fresh
+/// one takes the appends, and a thread writes the sealed changes into `meta.json`, syncs, and
+/// deletes the segment. Readers keep getting those changes from memory until it has finished.
 pub(super) struct Journal {
     file: File,
-    path: PathBuf,
+    root: PathBuf,
     len: u64,
-    pub(super) pending: HashMap<MailId, Pending>,
+    pending: HashMap<MailId, Pending>,
+    /// Changes handed to the running (or last failed) background apply.
+    applying: Arc<HashMap<MailId, Pending>>,
+    job: Option<std::thread::JoinHandle<Result<(), QueueError>>>,
+    /// Sealed segments on disk not yet applied by a successful apply.
+    sealed: Vec<PathBuf>,
+    next_segment: u64,
 }
 
 /// One journal record: header line, JSON, newline.
@@ -120,21 +131,86 @@ fn overwrite_in_place(path: &Path, json: &[u8]) -> Result<(), QueueError> {
         .map_err(io_err("write metadata", path))
 }
 
+/// The work of one apply: the sealed segments it covers, and each `meta.json` with its content.
+struct ApplyWork {
+    segments: Vec<PathBuf>,
+    files: Vec<(PathBuf, Arc<Vec<u8>>)>,
+}
+
+/// What one apply does, in the caller's thread or in the background: make the sealed segments
+/// durable (their records are the only copy until the `meta.json` files are), write every
+/// change in place, `syncfs`, then delete the segments.
+fn run_apply(root: &Path, work: &ApplyWork) -> Result<(), QueueError> {
+    for seg in &work.segments {
+        File::open(seg)
+            .and_then(|f| f.sync_data())
+            .map_err(io_err("fsync journal segment", seg))?;
+    }
+    for (path, json) in &work.files {
+        overwrite_in_place(path, json)?;
+    }
+    let dir = File::open(root).map_err(io_err("open spool", root))?;
+    // SAFETY: syncfs on a descriptor we own; it only flushes the filesystem holding it.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(QueueError::io(
+            "syncfs spool",
+            root,
+            io::Error::last_os_error(),
+        ));
+    }
+    for seg in &work.segments {
+        fs::remove_file(seg).map_err(io_err("remove applied journal segment", seg))?;
+    }
+    Ok(())
+}
+
+/// The sealed segments in `root` (`journal.<n>`), oldest first.
+fn segments_in(root: &Path) -> Result<Vec<(u64, PathBuf)>, QueueError> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir(root).map_err(io_err("list spool", root))? {
+        let ent = ent.map_err(io_err("list spool", root))?;
+        let name = ent.file_name();
+        let n = name.to_str().and_then(|n| {
+            n.strip_prefix(JOURNAL_FILE)?
+                .strip_prefix('.')?
+                .parse()
+                .ok()
+        });
+        if let Some(n) = n {
+            out.push((n, ent.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl Journal {
-    /// Opens (creating) the journal at `path`, which recovery has emptied.
-    pub(super) fn open(path: &Path) -> Result<Journal, QueueError> {
+    /// Opens (creating) the journal in the spool directory `root`; recovery empties it.
+    pub(super) fn open(root: &Path) -> Result<Journal, QueueError> {
+        let path = root.join(JOURNAL_FILE);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
-            .map_err(io_err("open journal", path))?;
-        let len = file.metadata().map_err(io_err("stat journal", path))?.len();
+            .open(&path)
+            .map_err(io_err("open journal", &path))?;
+        let len = file
+            .metadata()
+            .map_err(io_err("stat journal", &path))?
+            .len();
         Ok(Journal {
             file,
-            path: path.to_path_buf(),
+            root: root.to_path_buf(),
             len,
             pending: HashMap::new(),
+            applying: Arc::new(HashMap::new()),
+            job: None,
+            sealed: Vec::new(),
+            next_segment: 1,
         })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.root.join(JOURNAL_FILE)
     }
 
     /// Appends the new metadata of `id` (one write) and remembers it as pending.
@@ -147,7 +223,7 @@ impl Journal {
         let rec = encode(&json);
         self.file
             .write_all(&rec)
-            .map_err(io_err("append to journal", &self.path))?;
+            .map_err(|e| QueueError::io("append to journal", self.path(), e))?;
         self.len += rec.len() as u64;
         self.pending.insert(
             id.clone(),
@@ -159,54 +235,149 @@ impl Journal {
         Ok(())
     }
 
+    /// Forgets the pending change of `id` (its record stays in the file; recovery applies it).
+    pub(super) fn forget(&mut self, id: &MailId) {
+        self.pending.remove(id);
+    }
+
+    /// The journaled metadata of `id`, if a change of it is not yet in its `meta.json`.
+    pub(super) fn lookup(&self, id: &MailId) -> Option<Arc<Vec<u8>>> {
+        self.pending
+            .get(id)
+            .or_else(|| self.applying.get(id))
+            .map(|p| p.json.clone())
+    }
+
     /// Whether the journal has grown enough to be applied.
     pub(super) fn is_full(&self) -> bool {
         self.len >= APPLY_AT
     }
+
+    /// Collects a finished background apply: on success its changes are in `meta.json`; on
+    /// failure they become pending again (their segment stays on disk for the next apply or
+    /// recovery). With `wait`, waits for a running one; otherwise leaves it running and
+    /// returns false.
+    fn reap(&mut self, wait: bool) -> bool {
+        let Some(job) = self.job.take() else {
+            return true;
+        };
+        if !wait && !job.is_finished() {
+            self.job = Some(job);
+            return false;
+        }
+        let res = job
+            .join()
+            .unwrap_or_else(|_| Err(QueueError::Task("journal apply panicked".into())));
+        let applied = std::mem::take(&mut self.applying);
+        match res {
+            Ok(()) => self.sealed.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, "spool: applying the journal failed; will retry");
+                for (id, p) in applied.iter() {
+                    self.pending.entry(id.clone()).or_insert_with(|| p.clone());
+                }
+            }
+        }
+        true
+    }
+
+    /// Seals the journal into a segment and returns the apply work for it (plus any segment
+    /// a failed apply left), with the changes moved to `applying`. `None` if nothing is
+    /// pending or an apply is still running.
+    fn seal(
+        &mut self,
+        dir_of: impl Fn(MailState, &MailId) -> PathBuf,
+        wait: bool,
+    ) -> Result<Option<ApplyWork>, QueueError> {
+        if !self.reap(wait) || (self.pending.is_empty() && self.len == 0) {
+            return Ok(None);
+        }
+        let segment = self
+            .root
+            .join(format!("{JOURNAL_FILE}.{}", self.next_segment));
+        self.next_segment += 1;
+        let path = self.path();
+        fs::rename(&path, &segment).map_err(io_err("seal journal", &path))?;
+        self.sealed.push(segment);
+        let fresh = Journal::open(&self.root)?;
+        self.file = fresh.file;
+        self.len = 0;
+        let changes = std::mem::take(&mut self.pending);
+        let files = changes
+            .iter()
+            .map(|(id, p)| (dir_of(p.state, id).join(META_FILE), p.json.clone()))
+            .collect();
+        self.applying = Arc::new(changes);
+        Ok(Some(ApplyWork {
+            segments: self.sealed.clone(),
+            files,
+        }))
+    }
 }
 
 impl Store {
-    /// Writes every pending change into its mail's `meta.json` (in place), makes them durable
-    /// with one `syncfs`, then empties the journal. On error the journal is kept (a later
-    /// apply, or recovery, finishes the work).
-    pub(super) fn apply_journal(&self, j: &mut Journal) -> Result<(), QueueError> {
-        if j.pending.is_empty() && j.len == 0 {
+    /// Starts applying the journal in the background (unless an apply is still running).
+    pub(super) fn apply_journal_soon(&self, j: &mut Journal) -> Result<(), QueueError> {
+        let Some(work) = j.seal(|s, id| self.dir_of(s, id), false)? else {
             return Ok(());
-        }
-        j.file
-            .sync_data()
-            .map_err(io_err("fsync journal", &j.path))?;
-        for (id, p) in &j.pending {
-            let path = self.dir_of(p.state, id).join(META_FILE);
-            overwrite_in_place(&path, &p.json)?;
-        }
-        // SAFETY: syncfs on a descriptor we own; it only flushes the filesystem holding it.
-        if unsafe { libc::syncfs(j.file.as_raw_fd()) } != 0 {
-            return Err(QueueError::io(
-                "syncfs spool",
-                &self.root,
-                io::Error::last_os_error(),
-            ));
-        }
-        j.file
-            .set_len(0)
-            .map_err(io_err("truncate journal", &j.path))?;
-        j.len = 0;
-        j.pending.clear();
+        };
+        let root = self.root.clone();
+        let job = std::thread::Builder::new()
+            .name("spool-apply".into())
+            .spawn(move || run_apply(&root, &work))
+            .map_err(|e| QueueError::Task(format!("cannot start the journal apply: {e}")))?;
+        j.job = Some(job);
         Ok(())
     }
 
-    /// Recovery step before the directories are scanned: writes each journaled metadata into
-    /// its mail's `meta.json` (atomically, wherever the mail's directory is), then empties the
-    /// journal. Returns how many records were applied.
-    pub(super) fn replay_journal(&self) -> Result<usize, QueueError> {
-        let path = self.root.join(JOURNAL_FILE);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(QueueError::io("read journal", path, e)),
+    /// Applies everything now (waiting for a running apply first): used when the store closes.
+    fn apply_journal_now(&self, j: &mut Journal) -> Result<(), QueueError> {
+        let Some(work) = j.seal(|s, id| self.dir_of(s, id), true)? else {
+            return Ok(());
         };
-        let (records, torn) = decode(&data);
+        let res = run_apply(&self.root, &work);
+        j.applying = Arc::new(HashMap::new());
+        if res.is_ok() {
+            j.sealed.clear();
+        }
+        res
+    }
+
+    /// Recovery step before the directories are scanned: writes each journaled metadata (of
+    /// sealed segments, oldest first, then the journal) into its mail's `meta.json`
+    /// atomically, wherever the mail's directory is; then deletes the segments and empties
+    /// the journal. Returns how many records were applied.
+    pub(super) fn replay_journal(&self) -> Result<usize, QueueError> {
+        let mut files: Vec<PathBuf> = segments_in(&self.root)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        files.push(self.root.join(JOURNAL_FILE));
+        let mut applied = 0;
+        for path in &files {
+            let data = match fs::read(path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(QueueError::io("read journal", path, e)),
+            };
+            applied += self.replay_records(path, &data)?;
+        }
+        let mut j = self.journal();
+        let path = j.path();
+        j.file
+            .set_len(0)
+            .map_err(io_err("truncate journal", &path))?;
+        j.file.sync_all().map_err(io_err("fsync journal", &path))?;
+        j.len = 0;
+        drop(j);
+        for seg in &files[..files.len() - 1] {
+            fs::remove_file(seg).map_err(io_err("remove journal segment", seg))?;
+        }
+        Ok(applied)
+    }
+
+    fn replay_records(&self, path: &Path, data: &[u8]) -> Result<usize, QueueError> {
+        let (records, torn) = decode(data);
         if let Some(at) = torn {
             tracing::warn!(path = %path.display(), offset = at, "spool recovery: ignored a torn journal record");
         }
@@ -230,12 +401,6 @@ impl Store {
             write_meta_atomic(&dir, json)?;
             applied += 1;
         }
-        let mut j = self.journal();
-        j.file
-            .set_len(0)
-            .map_err(io_err("truncate journal", &path))?;
-        j.file.sync_all().map_err(io_err("fsync journal", &path))?;
-        j.len = 0;
         Ok(applied)
     }
 }
@@ -244,7 +409,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         let this: &Store = self;
         let mut j = this.journal();
-        if let Err(e) = this.apply_journal(&mut j) {
+        if let Err(e) = this.apply_journal_now(&mut j) {
             tracing::warn!(error = %e, "spool: journal not applied at close; recovery will");
         }
     }
