@@ -155,9 +155,9 @@ impl Relay {
 
     /// One delivery attempt of one mail, with its own Log-*.txt. The SMTP exchange happens
     /// here, on the worker's session; the bookkeeping after it (spool state, reports, log, console)
-    /// is handed to a task so the session can go on with the next mail while the spool fsyncs.
+    /// is handed to a task so the session can go on with the next mail while the spool records it.
+    /// `more` says this worker has further mail in hand (so the session stays open).
     #[tracing::instrument(level = "debug", skip_all, fields(id = %mail.id))]
-    /// `more` says this worker has further mail in hand (keep the session open).
     async fn deliver(
         self: &Arc<Self>,
         mail: Claimed<MailRecord>,
