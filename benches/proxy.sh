@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proxy pass-through benchmark: the same loads DIRECT and through mailtap in one run (and
-# through squid and tinyproxy when they are installed), printed as ratios against DIRECT.
+# through squid and tinyproxy when they are installed), printed as ratios against DIRECT. The
+# "splice-flr" row is a bare splice(2) CONNECT forwarder: the floor of what the extra hop costs.
 #
 #   benches/proxy.sh            # full run (~2 min)
 #   DURATION=5 benches/proxy.sh # shorter wrk runs
@@ -207,6 +208,16 @@ for p in "${PROXIES[@]}"; do
     "$(python3 -c "print($RPS/$D_RPS)")" "$P99" "" "$PLAIN" "$(python3 -c "print($PLAIN/$D_PLAIN)")" \
     "$CON" "$(python3 -c "print($CON/$D_PLAIN)")"
 done
+
+# The floor for CONNECT: a bare splice(2) forwarder (benches/splice_floor.py) in the same run.
+FLOOR=$(free_port)
+python3 benches/splice_floor.py "$FLOOR" &
+PIDS+=($!)
+if wait_port "$FLOOR"; then
+  FCON=$(bulk connect "$FLOOR")
+  printf '%-10s %10s %8s %10s %7s | %9s %6s | %9s %6.2f\n' "splice-flr" - - - "" - - \
+    "$FCON" "$(python3 -c "print($FCON/$D_PLAIN)")"
+fi
 
 echo
 for line in "${CPU_LINES[@]}"; do echo "$line"; done
