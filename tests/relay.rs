@@ -349,3 +349,27 @@ async fn an_unreachable_server_defers_instead_of_failing() {
     );
     mt.shutdown().await;
 }
+
+#[tokio::test]
+async fn session_tokens_in_the_request_never_reach_the_transcript() {
+    // Guards redaction end to end: QQ Mail's session id travels in the request line (sid=) and
+    // its cookies; the Log file shows the request but neither value.
+    let mt = start("[relay]\nconsole = false\n", None).await;
+    let request = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/webmail/qqmail-gbk.http"
+    ))
+    .unwrap();
+    let response = raw_exchange(mt.addr, &request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    mailbox_with(&mt, 1).await;
+    settled_mails(&mt.spool).await;
+    let logs = mt.transcripts();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let text = &logs[0].1;
+    assert!(
+        text.contains("POST http://set1.mail.qq.com/cgi-bin/compose_send?sid=<redacted> HTTP/1.1"),
+        "{text}"
+    );
+    assert!(!text.contains("GbKsid123"), "{text}");
+}

@@ -14,6 +14,48 @@ const SECRET_HEADERS: [&str; 6] = [
     "proxy-authorization",
 ];
 
+/// Whether a header's value is a secret: the fields above, and any field naming a token
+/// (CSRF / session tokens such as SnappyMail's `X-SM-Token`, equal to its session cookie) or
+/// Roundcube's request token header.
+fn is_secret_header(lower_name: &str) -> bool {
+    SECRET_HEADERS.contains(&lower_name)
+        || lower_name.contains("token")
+        || lower_name == "x-roundcube-request"
+}
+
+/// Whether a query parameter of a request target carries a session or a credential (QQ Mail's
+/// `sid=`, `*token*`, `*sess*`, `key`, `auth`, `pass*`).
+fn is_secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "sid"
+        || n == "key"
+        || n == "auth"
+        || n.contains("token")
+        || n.contains("sess")
+        || n.starts_with("pass")
+}
+
+/// The request line `METHOD target VERSION` with secret query values `<redacted>`; any other
+/// line unchanged.
+fn redact_request_line(line: &str) -> String {
+    let mut parts = line.splitn(3, ' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return line.to_string();
+    };
+    let Some((path, query)) = target.split_once('?') else {
+        return line.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}=<redacted>"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{method} {path}?{} {version}", query.join("&"))
+}
+
 /// Escapes control characters (except tab) so one logical line stays one line in the file.
 /// A single trailing CRLF/LF (the wire terminator) is dropped first.
 pub fn sanitize_line(line: &str) -> String {
@@ -35,14 +77,19 @@ pub fn sanitize_line(line: &str) -> String {
 }
 
 /// Returns `head` (an HTTP message head, CRLF or LF lines) with the values of Cookie,
-/// Set-Cookie, Authorization and Proxy-Authorization (any case, whitespace before the colon
-/// tolerated, folded continuation lines included) replaced by `<redacted>`. Lines are joined
-/// with `\n`; the trailing empty line of a head is dropped.
+/// Set-Cookie, Authorization, Proxy-Authorization and token fields (any case, whitespace before
+/// the colon tolerated, folded continuation lines included) and the session / credential
+/// parameters of the request line's query replaced by `<redacted>`. Lines are joined with
+/// `\n`; the trailing empty line of a head is dropped.
 pub fn redact_head(head: &str) -> String {
     let mut out = Vec::new();
     let mut in_secret = false;
-    for raw in head.split('\n') {
+    for (i, raw) in head.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if i == 0 && line.ends_with(|c: char| c.is_ascii_digit()) && line.contains(" HTTP/") {
+            out.push(redact_request_line(line));
+            continue;
+        }
         if line.starts_with([' ', '\t']) && !out.is_empty() {
             // obs-fold continuation (RFC 9112 §5.2) belongs to the previous field.
             out.push(if in_secret {
@@ -55,7 +102,7 @@ pub fn redact_head(head: &str) -> String {
         in_secret = false;
         if let Some((name, _)) = line.split_once(':') {
             let n = name.trim().to_ascii_lowercase();
-            if SECRET_HEADERS.contains(&n.as_str()) {
+            if is_secret_header(&n) {
                 in_secret = true;
                 out.push(format!("{}: <redacted>", name.trim_end()));
                 continue;
@@ -90,7 +137,8 @@ mod tests {
 
     #[test]
     fn redaction_table() {
-        // Guards: secret header values never survive, whatever the case, spacing or folding.
+        // Guards: secret header values and session query values never survive, whatever the
+        // case, spacing or folding; ordinary fields and parameters stay readable.
         let cases: &[(&str, &str)] = &[
             ("Cookie: a=1; b=2", "Cookie: <redacted>"),
             ("cookie:sid=1", "cookie: <redacted>"),
@@ -118,6 +166,22 @@ mod tests {
                 "Referer: http://x/?Cookie: y",
                 "Referer: http://x/?Cookie: y",
             ),
+            ("X-SM-Token: 3f9a1c", "X-SM-Token: <redacted>"),
+            ("X-Roundcube-Request: Jx8QkT", "X-Roundcube-Request: <redacted>"),
+            ("X-CSRF-Token: a", "X-CSRF-Token: <redacted>"),
+            (
+                "POST http://mail.qq.com/cgi-bin/compose_send?sid=fQLMt2-4Qwp HTTP/1.1\r\nHost: q",
+                "POST http://mail.qq.com/cgi-bin/compose_send?sid=<redacted> HTTP/1.1\nHost: q",
+            ),
+            (
+                "GET /?_task=mail&_token=abc&x=1&SESSID=9&pass=p&keep=k HTTP/1.1",
+                "GET /?_task=mail&_token=<redacted>&x=1&SESSID=<redacted>&pass=<redacted>&keep=k HTTP/1.1",
+            ),
+            (
+                "POST /?/Json/&q[]=/0/ HTTP/1.1",
+                "POST /?/Json/&q[]=/0/ HTTP/1.1",
+            ),
+            ("HTTP/1.1 200 OK", "HTTP/1.1 200 OK"),
             ("", ""),
         ];
         for (input, want) in cases {
