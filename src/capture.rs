@@ -95,6 +95,23 @@ impl Interceptor for Capture {
     }
 }
 
+/// Request bodies above this size are decoded and rendered with the runtime told the thread is
+/// busy (`block_in_place`): a 25 MiB send takes tens of milliseconds of CPU, which would
+/// otherwise stall every other connection sharing the runtime thread (one, by default on two
+/// cores). Smaller ones run inline, where a thread hand-off would cost more than the work.
+const INLINE_BODY_BYTES: usize = 256 * 1024;
+
+/// Runs CPU-heavy `f` for a request body of `body_len` bytes without holding up other tasks.
+fn off_the_runtime<T>(body_len: usize, f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if body_len > INLINE_BODY_BYTES && multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 impl Capture {
     async fn handle(self: Arc<Self>, request: Request<Incoming>, info: ClientInfo) -> Outcome {
         let (parts, body) = request.into_parts();
@@ -127,7 +144,9 @@ impl Capture {
                 ));
             }
         };
-        let extracted = self.rules.extract(&matched, &head.view(), &body);
+        let extracted = off_the_runtime(body.len(), || {
+            self.rules.extract(&matched, &head.view(), &body)
+        });
         let (rule, extracted) = match extracted {
             Ok((Some(rule), x)) => (rule, x),
             Ok((None, _)) => return forward_bytes(parts, full_body(body)),
@@ -220,9 +239,11 @@ impl Capture {
         };
         let http_head = redact_head(&parts.method, &parts.uri, &parts.headers);
         let mut record = draft.into_record(taken.files, sender, source, Utc::now(), http_head);
-        let message = crate::mail::check(&mut record, self.settings.max_message_bytes)
-            .or_else(|| crate::mail::build::render(&record).ok())
-            .unwrap_or_default();
+        let message = off_the_runtime(body.len(), || {
+            crate::mail::check(&mut record, self.settings.max_message_bytes)
+                .or_else(|| crate::mail::build::render(&record).ok())
+                .unwrap_or_default()
+        });
         tracing::info!(
             id = %record.id, rule = rule.name(), ?action,
             sender = %record.sender, sender_source = ?record.sender_source,

@@ -536,3 +536,44 @@ async fn a_relay_rule_without_a_response_still_answers_itself() {
     assert_eq!(queued(&mt).await.len(), 1);
     mt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_large_send_is_decoded_off_the_runtime_thread_and_kept_whole() {
+    // Guards the large-body path (decode + render under block_in_place, as in the product's
+    // one-worker runtime): a 1.5 MiB message body is queued whole, and the proxy keeps serving
+    // another client meanwhile.
+    let web = webmail().await;
+    let config = format!(
+        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
+        resolve_all()
+    );
+    let mt = start(&config, None).await;
+    let text: String = (0..30_000)
+        .map(|i| format!("line {i:05} of the report\n"))
+        .collect();
+    assert!(text.len() > 512 * 1024);
+    let body = format!(
+        "_token=t&_task=mail&_action=send&_id=42&_from=1&_to=bob%40example.org&_cc=&_bcc=&_subject=big&_is_html=0&_message={}&_draft=",
+        percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let port = web.addr.port();
+    let request = format!(
+        "POST http://webmail.example.test:{port}/roundcube/?_task=mail&_unlock=loading7&_framed=1 HTTP/1.1\r\n\
+         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let get = format!(
+        "GET http://webmail.example.test:{port}/inbox HTTP/1.1\r\nHost: webmail.example.test\r\n\r\n"
+    );
+    let (sent, other) = tokio::join!(
+        raw_exchange(mt.addr, request.as_bytes()),
+        raw_exchange(mt.addr, get.as_bytes())
+    );
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    let records = queued(&mt).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].text.as_deref().map(str::len), Some(text.len()));
+    assert!(records[0].text.as_deref() == Some(text.as_str()));
+    mt.shutdown().await;
+}
