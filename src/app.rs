@@ -20,6 +20,9 @@ use crate::smtp::{
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often expired finished mail is removed from the spool (`[queue].keep_finished_secs`).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// Why mailtap could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -148,6 +151,11 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let relay = tokio::spawn(self.relay.clone().run(stop_rx.clone()));
+        let sweeper = {
+            let spool = self.spool.clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move { spool.sweep_finished(SWEEP_EVERY, stop).await })
+        };
         let builtin = self.builtin.map(|server| {
             let mut stop = stop_rx.clone();
             tokio::spawn(server.run(async move {
@@ -165,6 +173,14 @@ impl App {
             tracing::warn!("relay still busy at the shutdown deadline; its mail stays queued");
             relay.abort();
             let _ = relay.await;
+        }
+        let mut sweeper = sweeper;
+        if tokio::time::timeout_at(deadline, &mut sweeper)
+            .await
+            .is_err()
+        {
+            sweeper.abort();
+            let _ = sweeper.await;
         }
         if let Some(mut b) = builtin {
             if tokio::time::timeout_at(deadline, &mut b).await.is_err() {

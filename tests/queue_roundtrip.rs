@@ -499,3 +499,92 @@ async fn journal_applied_in_the_background_keeps_every_completion_readable() {
     assert_eq!(spool.recovery_report().journaled, 0);
     assert_eq!(spool.recovery_report().loaded, [0, 0, 80, 0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_finished_mail_is_removed_and_nothing_else() {
+    // Guards keep_finished_secs: delivered and failed mail older than the limit leaves disk and
+    // index (oldest first, at most `max` per call, even with its outcome still only in the
+    // journal); younger finished mail and unfinished mail stay; a restart applies no record
+    // of a removed mail.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = QueueConfig {
+        keep_finished_secs: 3600,
+        ..QueueConfig::default()
+    };
+    let (old_a, old_b, young, waiting);
+    {
+        let spool: Spool<Rec> = Spool::open(tmp.path(), config.clone()).unwrap();
+        old_a = spool.enqueue_at(&rec(1), &message(1), t0()).await.unwrap();
+        old_b = spool
+            .enqueue_at(&rec(2), &message(2), t0() + TimeDelta::seconds(1))
+            .await
+            .unwrap();
+        waiting = spool.enqueue_at(&rec(3), &message(3), t0()).await.unwrap();
+        young = spool
+            .enqueue_at(&rec(4), &message(4), t0() + TimeDelta::hours(2))
+            .await
+            .unwrap();
+        let claimed = spool
+            .claim_due(t0() + TimeDelta::hours(3), 10)
+            .await
+            .unwrap();
+        for c in &claimed {
+            if c.id == old_b {
+                spool.fail(&c.id, "550 no").await.unwrap();
+            } else if c.id != waiting {
+                spool
+                    .complete(&c.id, &[rc("a@example.org", RcptStatus::Delivered)])
+                    .await
+                    .unwrap();
+            } else {
+                spool.release(&c.id).unwrap();
+            }
+        }
+        let now = t0() + TimeDelta::hours(2) + TimeDelta::minutes(30);
+        assert_eq!(spool.purge_finished(now, 1).await.unwrap(), 1);
+        assert!(
+            spool.get(&old_a).await.unwrap().is_none(),
+            "oldest goes first"
+        );
+        assert_eq!(spool.purge_finished(now, 10).await.unwrap(), 1);
+        assert!(spool.get(&old_b).await.unwrap().is_none());
+        assert_eq!(spool.purge_finished(now, 10).await.unwrap(), 0);
+        assert_eq!(spool.count(MailState::Delivered), 1);
+        assert_eq!(spool.count(MailState::Failed), 0);
+        assert_eq!(spool.count(MailState::Active), 1);
+        assert!(spool.get(&young).await.unwrap().is_some());
+        assert!(spool.get(&waiting).await.unwrap().is_some());
+        for id in [&old_a, &old_b] {
+            for state in ["active", "deferred", "delivered", "failed"] {
+                assert!(!tmp
+                    .path()
+                    .join("spool")
+                    .join(state)
+                    .join(id.as_str())
+                    .exists());
+            }
+        }
+    }
+    let spool: Spool<Rec> = Spool::open(tmp.path(), config).unwrap();
+    let rep = spool.recovery_report();
+    assert!(rep.corrupt.is_empty(), "{:?}", rep.corrupt);
+    assert_eq!(rep.loaded, [1, 0, 1, 0]);
+    let forever: Spool<Rec> = {
+        drop(spool);
+        Spool::open(
+            tmp.path(),
+            QueueConfig {
+                keep_finished_secs: 0,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        forever
+            .purge_finished(t0() + TimeDelta::days(3650), 10)
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -1,4 +1,5 @@
-//! `[queue]` configuration: the retry policy (first retry, doubling, cap, give-up age).
+//! `[queue]` configuration: the retry policy (first retry, doubling, cap, give-up age) and how
+//! long finished mail is kept.
 //!
 //! Owns the policy arithmetic as pure functions (unit-tested here). It does not own the clock:
 //! every function takes the times it needs, so callers (and tests) control time.
@@ -17,6 +18,7 @@ use super::error::QueueError;
 /// first_retry_secs = 60          # first retry one minute after the first failed attempt
 /// max_retry_interval_secs = 3600 # the interval doubles up to this cap
 /// give_up_after_secs = 172800    # a mail still undelivered 2 days after enqueue fails
+/// keep_finished_secs = 2592000   # delivered/failed mail is removed 30 days after enqueue
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +30,9 @@ pub struct QueueConfig {
     /// Age (since enqueue) after which a deferred mail is failed instead, in seconds
     /// (default 172800 = 2 days).
     pub give_up_after_secs: u64,
+    /// Age (since enqueue) after which a delivered or failed mail is removed from the spool, in
+    /// seconds (default 2592000 = 30 days); 0 keeps finished mail forever.
+    pub keep_finished_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -36,6 +41,7 @@ impl Default for QueueConfig {
             first_retry_secs: 60,
             max_retry_interval_secs: 3600,
             give_up_after_secs: 2 * 24 * 3600,
+            keep_finished_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -58,6 +64,12 @@ impl QueueConfig {
                 )));
             }
         }
+        if self.keep_finished_secs > MAX_SECS {
+            return Err(QueueError::Config(format!(
+                "keep_finished_secs = {}: must be 0 (keep forever) or at most {MAX_SECS} seconds",
+                self.keep_finished_secs
+            )));
+        }
         if self.first_retry_secs > self.max_retry_interval_secs {
             return Err(QueueError::Config(format!(
                 "first_retry_secs = {} exceeds max_retry_interval_secs = {}",
@@ -65,6 +77,17 @@ impl QueueConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The time before which finished mail created is removed at `now`; `None` when finished
+    /// mail is kept forever.
+    pub fn finished_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.keep_finished_secs == 0 {
+            return None;
+        }
+        // Bounded by MAX_SECS (validate), so the conversion cannot fail.
+        let keep = TimeDelta::seconds(i64::try_from(self.keep_finished_secs).unwrap_or(i64::MAX));
+        now.checked_sub_signed(keep)
     }
 
     /// Delay after the `failed_attempts`-th failed attempt (1-based): `first · 2^(n-1)`, capped
@@ -133,8 +156,10 @@ mod tests {
             first_retry_secs: MAX_SECS,
             max_retry_interval_secs: MAX_SECS,
             give_up_after_secs: MAX_SECS,
+            keep_finished_secs: MAX_SECS,
         };
         c.validate().unwrap();
+        assert!(c.finished_cutoff(Utc::now()).is_some());
         assert_eq!(c.retry_delay(200), Duration::from_secs(MAX_SECS));
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         assert!(c.next_attempt(t, 200, t).is_some());
@@ -157,6 +182,22 @@ mod tests {
             let got = c.next_attempt(t0, 1, now);
             assert_eq!(got, next.map(|s| t0 + TimeDelta::seconds(s)), "age {age}");
         }
+    }
+
+    #[test]
+    fn finished_mail_is_kept_thirty_days_or_forever() {
+        // Guards keep_finished_secs: the default cutoff is 30 days back, 0 means no cutoff.
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap();
+        assert_eq!(
+            QueueConfig::default().finished_cutoff(now),
+            Some(now - TimeDelta::days(30))
+        );
+        let forever = QueueConfig {
+            keep_finished_secs: 0,
+            ..Default::default()
+        };
+        forever.validate().unwrap();
+        assert_eq!(forever.finished_cutoff(now), None);
     }
 
     #[test]
@@ -190,6 +231,13 @@ mod tests {
                     ..Default::default()
                 },
                 "first_retry_secs",
+            ),
+            (
+                QueueConfig {
+                    keep_finished_secs: MAX_SECS + 1,
+                    ..Default::default()
+                },
+                "keep_finished_secs",
             ),
         ];
         for (c, key) in bad {

@@ -33,6 +33,7 @@ mod store;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -47,6 +48,9 @@ pub use meta::{MailMeta, MailState, MailSummary, RcptStatus};
 pub use store::RecoveryReport;
 
 use store::{Access, Commit, Store};
+
+/// Most finished mails one sweep removes.
+pub const PURGE_BATCH: usize = 500;
 
 /// A mail handed to one worker by [`Spool::claim_due`]; nobody else gets it until the worker
 /// calls complete / defer / fail / release, or the process restarts.
@@ -288,6 +292,42 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         self.store.release(id)?;
         self.notify.notify_one();
         Ok(())
+    }
+
+    /// Removes finished (delivered/failed) mail older than `[queue].keep_finished_secs` at
+    /// `now`, at most `max` of them (oldest first); returns how many. Nothing when finished
+    /// mail is kept forever.
+    pub async fn purge_finished(
+        &self,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        let Some(cutoff) = self.store.config().finished_cutoff(now) else {
+            return Ok(0);
+        };
+        let store = Arc::clone(&self.store);
+        blocking(move || Ok(store.purge_finished(cutoff, max))).await
+    }
+
+    /// Removes expired finished mail every `every` until `stop` turns true, at most
+    /// [`PURGE_BATCH`] per sweep: deleting thousands of files at once slows file creation
+    /// nearby on some filesystems (ext4 without a journal) for minutes.
+    pub async fn sweep_finished(
+        &self,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            match self.purge_finished(Utc::now(), PURGE_BATCH).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "spool: removed expired finished mail"),
+                Err(e) => tracing::warn!(error = %e, "spool: could not remove expired mail"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     /// A snapshot of the mails in `state`, earliest `next_attempt` first. From memory; cheap.

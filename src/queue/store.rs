@@ -481,6 +481,39 @@ impl Store {
         Ok(meta)
     }
 
+    /// Removes up to `max` delivered/failed mails created before `cutoff` (oldest first) from
+    /// disk, the index and the journal's pending changes (a journal record of a removed mail is
+    /// skipped when applied or replayed). Returns how many were removed; a mail that cannot be
+    /// removed is logged and kept.
+    pub fn purge_finished(&self, cutoff: DateTime<Utc>, max: usize) -> usize {
+        let mut old: Vec<(DateTime<Utc>, MailId, MailState)> = self
+            .index()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state.is_final() && e.created < cutoff)
+            .map(|(id, e)| (e.created, id.clone(), e.state))
+            .collect();
+        old.sort();
+        let mut removed = 0;
+        for (_, id, state) in old {
+            if removed == max {
+                break;
+            }
+            let dir = self.dir_of(state, &id);
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    self.journal().forget(&id);
+                    self.index().remove(&id);
+                    removed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "could not remove a finished mail");
+                }
+            }
+        }
+        removed
+    }
+
     /// The journal path of a change into a final state: record first, then the directory
     /// move (a crash in between leaves a record that recovery applies wherever the mail is).
     fn journal_change(

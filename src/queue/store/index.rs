@@ -53,6 +53,17 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Forgets `id` entirely (its mail is gone from disk).
+    pub(super) fn remove(&mut self, id: &MailId) {
+        if let Some(old) = self.entries.remove(id) {
+            self.schedule.remove(&(old.next_attempt, id.clone()));
+            self.counts[old.state.index()] -= 1;
+        }
+        self.meta.remove(id);
+    }
+}
+
 impl Store {
     /// Claims up to `max` unclaimed mails due at `now` (active, or deferred with
     /// `next_attempt <= now`), earliest due first. Claimed mails are not returned again until

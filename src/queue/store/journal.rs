@@ -113,10 +113,12 @@ pub(super) fn write_meta_atomic(dir: &Path, json: &[u8]) -> Result<(), QueueErro
 /// the file on close (`auto_da_alloc`) — each of which cost more than the whole completion.
 fn overwrite_in_place(path: &Path, json: &[u8]) -> Result<(), QueueError> {
     use std::os::unix::fs::FileExt;
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err("open metadata", path))?;
+    let f = match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        // Removed meanwhile (expired finished mail): nothing left to update.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(QueueError::io("open metadata", path, e)),
+    };
     let old = f.metadata().map_err(io_err("stat metadata", path))?.len();
     let mut padded;
     let data = match usize::try_from(old) {
