@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
 
-mod redact;
+pub(crate) mod redact;
 use redact::redact_auth;
 pub use redact::{redact_head, sanitize_line};
 
@@ -101,7 +101,9 @@ const BUFFER: usize = 16 * 1024;
 
 /// An open transcript. Lines are buffered: they reach the file when the buffer fills, when a
 /// line is written more than [`FLUSH_AFTER`] after the last flush (so a slow exchange shows up
-/// while it runs), on [`TransLog::finish`] and on drop. A fast transaction costs one write.
+/// while it runs, up to the line before its latest), on [`TransLog::finish`] and on drop —
+/// the lines before a stall appear once the reply or the timeout ends it. A fast transaction
+/// costs one write.
 pub struct TransLog {
     path: PathBuf,
     out: Option<BufWriter<File>>,

@@ -247,6 +247,26 @@ fn completions_survive_a_crash_through_the_journal() {
         .write_all(b"R 500\n{\"id\": \"torn")
         .unwrap();
 
+    // A recovery that fails half-way (here: one mail's meta.json cannot be replaced) must
+    // leave the journal and the segment as they were, for the next start.
+    let delivered = tmp.path().join("spool/delivered");
+    let blocked = fs::read_dir(&delivered)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("meta.json.tmp");
+    fs::create_dir(&blocked).unwrap();
+    let before = (fs::read(&journal).unwrap(), fs::read(&segment).unwrap());
+    assert!(Spool::<Rec>::open(tmp.path(), QueueConfig::default()).is_err());
+    assert_eq!(
+        (fs::read(&journal).unwrap(), fs::read(&segment).unwrap()),
+        before,
+        "a failed recovery changed the journal"
+    );
+    fs::remove_dir(&blocked).unwrap();
+
     let spool = Spool::<Rec>::open(tmp.path(), QueueConfig::default()).unwrap();
     let rep = spool.recovery_report();
     assert_eq!(rep.journaled, COMPLETED as usize, "{rep:?}");

@@ -509,6 +509,7 @@ async fn expired_finished_mail_is_removed_and_nothing_else() {
     let tmp = tempfile::tempdir().unwrap();
     let config = QueueConfig {
         keep_finished_secs: 3600,
+        give_up_after_secs: 3600,
         ..QueueConfig::default()
     };
     let (old_a, old_b, young, waiting);

@@ -152,20 +152,16 @@ pub fn new_id(now: DateTime<Utc>) -> String {
     format!("{}-{:016x}", now.format("%Y%m%d%H%M%S%6f"), h.finish())
 }
 
-/// Header names whose values never reach a log.
-const SECRET_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorization"];
-
 /// Renders a request head as text (`METHOD URI HTTP/1.1` then `Name: value` lines, CRLF-free,
-/// one per line), with Cookie/Authorization/Proxy-Authorization values replaced by
-/// `<redacted>`. Non-UTF-8 header bytes are shown lossily.
+/// one per line), with secrets `<redacted>` by the transcripts' rules (cookies, credentials,
+/// token fields, session parameters in the URI and in URL-valued fields), so the spool keeps
+/// no more than the Log-*.txt shows. Non-UTF-8 header bytes are shown lossily.
 pub fn redact_head(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> String {
-    let mut out = format!("{method} {uri} HTTP/1.1\n");
+    use crate::translog::redact::{redact_url, redact_value};
+    let mut out = format!("{method} {} HTTP/1.1\n", redact_url(&uri.to_string()));
     for (name, value) in headers {
-        let shown = if SECRET_HEADERS.contains(&name.as_str()) {
-            "<redacted>".into()
-        } else {
-            String::from_utf8_lossy(value.as_bytes()).replace(['\r', '\n'], " ")
-        };
+        let text = String::from_utf8_lossy(value.as_bytes()).replace(['\r', '\n'], " ");
+        let shown = redact_value(name.as_str(), &text);
         out.push_str(name.as_str());
         out.push_str(": ");
         out.push_str(&shown);

@@ -70,6 +70,13 @@ impl QueueConfig {
                 self.keep_finished_secs
             )));
         }
+        if self.keep_finished_secs != 0 && self.keep_finished_secs < self.give_up_after_secs {
+            // Age counts from enqueue: a mail failing at give-up time must not vanish at once.
+            return Err(QueueError::Config(format!(
+                "keep_finished_secs = {} is shorter than give_up_after_secs = {}",
+                self.keep_finished_secs, self.give_up_after_secs
+            )));
+        }
         if self.first_retry_secs > self.max_retry_interval_secs {
             return Err(QueueError::Config(format!(
                 "first_retry_secs = {} exceeds max_retry_interval_secs = {}",
@@ -235,6 +242,13 @@ mod tests {
             (
                 QueueConfig {
                     keep_finished_secs: MAX_SECS + 1,
+                    ..Default::default()
+                },
+                "keep_finished_secs",
+            ),
+            (
+                QueueConfig {
+                    keep_finished_secs: 3600,
                     ..Default::default()
                 },
                 "keep_finished_secs",

@@ -309,22 +309,33 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         blocking(move || Ok(store.purge_finished(cutoff, max))).await
     }
 
-    /// Removes expired finished mail every `every` until `stop` turns true, at most
-    /// [`PURGE_BATCH`] per sweep: deleting thousands of files at once slows file creation
-    /// nearby on some filesystems (ext4 without a journal) for minutes.
+    /// Removes expired finished mail every `every` until `stop` turns true, in batches of at
+    /// most [`PURGE_BATCH`] a second apart: deleting thousands of files at once slows file
+    /// creation nearby on some filesystems (ext4 without a journal) for minutes.
     pub async fn sweep_finished(
         &self,
         every: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            match self.purge_finished(Utc::now(), PURGE_BATCH).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "spool: removed expired finished mail"),
-                Err(e) => tracing::warn!(error = %e, "spool: could not remove expired mail"),
-            }
+            // A full batch means more may be waiting: the next one follows after a second.
+            let pause = match self.purge_finished(Utc::now(), PURGE_BATCH).await {
+                Ok(0) => every,
+                Ok(n) => {
+                    tracing::info!(removed = n, "spool: removed expired finished mail");
+                    if n == PURGE_BATCH {
+                        Duration::from_secs(1)
+                    } else {
+                        every
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "spool: could not remove expired mail");
+                    every
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -340,9 +351,10 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         self.store.counts()[state.index()]
     }
 
-    /// How many active/deferred mails nobody has claimed (due now or later). From memory.
-    pub fn unclaimed(&self) -> usize {
-        self.store.unclaimed()
+    /// How many unclaimed mails are due at `now`, counting no further than `limit`. From
+    /// memory.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> usize {
+        self.store.due(now, limit)
     }
 
     /// The earliest due time among unclaimed active/deferred mails, for a worker to sleep

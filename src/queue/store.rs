@@ -90,6 +90,8 @@ pub struct Store {
     nonce: u32,
     seq: AtomicU64,
     recovery: RecoveryReport,
+    /// Set once recovery succeeded; until then closing must not touch the journal.
+    recovered: bool,
     _lock: File,
 }
 
@@ -185,9 +187,11 @@ impl Store {
             nonce: process_nonce(),
             seq: AtomicU64::new(0),
             recovery: RecoveryReport::default(),
+            recovered: false,
             _lock: lock,
         };
         store.recovery = store.recover()?;
+        store.recovered = true;
         Ok(store)
     }
 
@@ -356,8 +360,11 @@ impl Store {
             None => Arc::new(fs::read(&meta_path).map_err(io_err("read metadata", &meta_path))?),
         };
         let meta: MailMeta<R> = parse_meta(&json, &meta_path)?;
-        if let Some(slot @ None) = self.index().meta.get_mut(id) {
-            *slot = Some(json);
+        if with_message {
+            // Only the claimer's own read (right after claim_ids) fills the slot.
+            if let Some(slot @ None) = self.index().meta.get_mut(id) {
+                *slot = Some(json);
+            }
         }
         let msg = if with_message {
             let p = dir.join(MESSAGE_FILE);
@@ -499,16 +506,19 @@ impl Store {
             if removed == max {
                 break;
             }
+            // Out of the state directories in one rename, then deleted: a crash in between
+            // leaves it in tmp/, which recovery empties, never half a mail in delivered/.
             let dir = self.dir_of(state, &id);
-            match fs::remove_dir_all(&dir) {
-                Ok(()) => {
-                    self.journal().forget(&id);
-                    self.index().remove(&id);
-                    removed += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(path = %dir.display(), error = %e, "could not remove a finished mail");
-                }
+            let doomed = self.tmp.join(format!("purge-{}", id.as_str()));
+            if let Err(e) = fs::rename(&dir, &doomed) {
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove a finished mail");
+                continue;
+            }
+            self.journal().forget(&id);
+            self.index().remove(&id);
+            removed += 1;
+            if let Err(e) = fs::remove_dir_all(&doomed) {
+                tracing::warn!(path = %doomed.display(), error = %e, "removed mail left in tmp/ until restart");
             }
         }
         removed

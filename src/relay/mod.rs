@@ -102,12 +102,10 @@ impl Relay {
             }
             // Register for a wake-up before looking, so an enqueue in between is not missed.
             let wake = self.spool.notified();
-            let share = self.spool.unclaimed() / self.config.workers.max(1);
-            let claimed = match self
-                .spool
-                .claim_due(Utc::now(), share.clamp(1, CLAIM_BATCH))
-                .await
-            {
+            let workers = self.config.workers.max(1);
+            let now = Utc::now();
+            let share = self.spool.due(now, workers * CLAIM_BATCH) / workers;
+            let claimed = match self.spool.claim_due(now, share.clamp(1, CLAIM_BATCH)).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim mail from the spool");

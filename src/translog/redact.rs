@@ -17,7 +17,7 @@ const SECRET_HEADERS: [&str; 6] = [
 /// Whether a header's value is a secret: the fields above, and any field naming a token
 /// (CSRF / session tokens such as SnappyMail's `X-SM-Token`, equal to its session cookie) or
 /// Roundcube's request token header.
-fn is_secret_header(lower_name: &str) -> bool {
+pub(crate) fn is_secret_header(lower_name: &str) -> bool {
     SECRET_HEADERS.contains(&lower_name)
         || lower_name.contains("token")
         || lower_name == "x-roundcube-request"
@@ -35,16 +35,13 @@ fn is_secret_param(name: &str) -> bool {
         || n.starts_with("pass")
 }
 
-/// The request line `METHOD target VERSION` with secret query values `<redacted>`; any other
-/// line unchanged.
-fn redact_request_line(line: &str) -> String {
-    let mut parts = line.splitn(3, ' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return line.to_string();
-    };
-    let Some((path, query)) = target.split_once('?') else {
-        return line.to_string();
+/// Header fields whose value is a URL that may carry the same session parameters.
+const URL_HEADERS: [&str; 3] = ["referer", "location", "content-location"];
+
+/// A request target or URL with the values of secret query parameters `<redacted>`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_string();
     };
     let query: Vec<String> = query
         .split('&')
@@ -53,7 +50,30 @@ fn redact_request_line(line: &str) -> String {
             _ => pair.to_string(),
         })
         .collect();
-    format!("{method} {path}?{} {version}", query.join("&"))
+    format!("{path}?{}", query.join("&"))
+}
+
+/// A header value as it may be logged: `<redacted>` for secret fields, URLs with their secret
+/// parameters redacted, anything else unchanged. `lower_name` is the field name in lower case.
+pub(crate) fn redact_value(lower_name: &str, value: &str) -> String {
+    if is_secret_header(lower_name) {
+        "<redacted>".to_string()
+    } else if URL_HEADERS.contains(&lower_name) {
+        redact_url(value)
+    } else {
+        value.to_string()
+    }
+}
+
+/// The request line `METHOD target VERSION` with secret query values `<redacted>`; any other
+/// line unchanged.
+fn redact_request_line(line: &str) -> String {
+    let mut parts = line.splitn(3, ' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return line.to_string();
+    };
+    format!("{method} {} {version}", redact_url(target))
 }
 
 /// Escapes control characters (except tab) so one logical line stays one line in the file.
@@ -100,11 +120,15 @@ pub fn redact_head(head: &str) -> String {
             continue;
         }
         in_secret = false;
-        if let Some((name, _)) = line.split_once(':') {
+        if let Some((name, value)) = line.split_once(':') {
             let n = name.trim().to_ascii_lowercase();
             if is_secret_header(&n) {
                 in_secret = true;
                 out.push(format!("{}: <redacted>", name.trim_end()));
+                continue;
+            }
+            if URL_HEADERS.contains(&n.as_str()) {
+                out.push(format!("{name}:{}", redact_url(value)));
                 continue;
             }
         }
@@ -182,6 +206,10 @@ mod tests {
                 "POST /?/Json/&q[]=/0/ HTTP/1.1",
             ),
             ("HTTP/1.1 200 OK", "HTTP/1.1 200 OK"),
+            (
+                "Referer: http://mail.qq.com/cgi-bin/frame_html?sid=abc&r=1",
+                "Referer: http://mail.qq.com/cgi-bin/frame_html?sid=<redacted>&r=1",
+            ),
             ("", ""),
         ];
         for (input, want) in cases {

@@ -134,9 +134,14 @@ impl Store {
         self.index().counts
     }
 
-    /// How many active/deferred mails are unclaimed (due now or later).
-    pub fn unclaimed(&self) -> usize {
-        self.index().schedule.len()
+    /// How many unclaimed mails are due at `now`, counting no further than `limit`.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> usize {
+        self.index()
+            .schedule
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .count()
     }
 
     /// Earliest due time among unclaimed active/deferred mails; `None` if there are none.

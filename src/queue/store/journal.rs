@@ -144,9 +144,11 @@ struct ApplyWork {
 /// change in place, `syncfs`, then delete the segments.
 fn run_apply(root: &Path, work: &ApplyWork) -> Result<(), QueueError> {
     for seg in &work.segments {
-        File::open(seg)
-            .and_then(|f| f.sync_data())
-            .map_err(io_err("fsync journal segment", seg))?;
+        match File::open(seg).and_then(|f| f.sync_data()) {
+            // Deleted by an earlier apply that failed after it: its records are applied.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            r => r.map_err(io_err("fsync journal segment", seg))?,
+        }
     }
     for (path, json) in &work.files {
         overwrite_in_place(path, json)?;
@@ -161,7 +163,10 @@ fn run_apply(root: &Path, work: &ApplyWork) -> Result<(), QueueError> {
         ));
     }
     for seg in &work.segments {
-        fs::remove_file(seg).map_err(io_err("remove applied journal segment", seg))?;
+        match fs::remove_file(seg) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            r => r.map_err(io_err("remove applied journal segment", seg))?,
+        }
     }
     Ok(())
 }
@@ -199,6 +204,8 @@ impl Journal {
             .metadata()
             .map_err(io_err("stat journal", &path))?
             .len();
+        // Never seal over a segment already on disk (one recovery has not replayed yet).
+        let next_segment = segments_in(root)?.last().map_or(1, |(n, _)| n + 1);
         Ok(Journal {
             file,
             root: root.to_path_buf(),
@@ -207,7 +214,7 @@ impl Journal {
             applying: Arc::new(HashMap::new()),
             job: None,
             sealed: Vec::new(),
-            next_segment: 1,
+            next_segment,
         })
     }
 
@@ -223,9 +230,14 @@ impl Journal {
         json: Vec<u8>,
     ) -> Result<(), QueueError> {
         let rec = encode(&json);
-        self.file
-            .write_all(&rec)
-            .map_err(|e| QueueError::io("append to journal", self.path(), e))?;
+        if let Err(e) = self.file.write_all(&rec) {
+            // A short write (disk full) must not leave half a record in the middle of the
+            // file: recovery stops reading at the first bad record.
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::warn!(error = %cut, "spool: could not cut a partial journal record");
+            }
+            return Err(QueueError::io("append to journal", self.path(), e));
+        }
         self.len += rec.len() as u64;
         self.pending.insert(
             id.clone(),
@@ -270,6 +282,14 @@ impl Journal {
         let res = job
             .join()
             .unwrap_or_else(|_| Err(QueueError::Task("journal apply panicked".into())));
+        self.finish_apply(res);
+        true
+    }
+
+    /// Takes the outcome of an apply: on success its segments are gone and its changes are in
+    /// `meta.json`; on failure its changes become pending again (their segments stay on disk
+    /// and are covered by the next apply).
+    fn finish_apply(&mut self, res: Result<(), QueueError>) {
         let applied = std::mem::take(&mut self.applying);
         match res {
             Ok(()) => self.sealed.clear(),
@@ -280,7 +300,6 @@ impl Journal {
                 }
             }
         }
-        true
     }
 
     /// Seals the journal into a segment and returns the apply work for it (plus any segment
@@ -300,8 +319,17 @@ impl Journal {
         self.next_segment += 1;
         let path = self.path();
         fs::rename(&path, &segment).map_err(io_err("seal journal", &path))?;
+        let fresh = match Journal::open(&self.root) {
+            Ok(f) => f,
+            Err(e) => {
+                // Keep appending to the old file under its old name.
+                if let Err(back) = fs::rename(&segment, &path) {
+                    tracing::error!(error = %back, "spool: could not restore the journal name");
+                }
+                return Err(e);
+            }
+        };
         self.sealed.push(segment);
-        let fresh = Journal::open(&self.root)?;
         self.file = fresh.file;
         self.len = 0;
         let changes = std::mem::take(&mut self.pending);
@@ -323,12 +351,20 @@ impl Store {
         let Some(work) = j.seal(|s, id| self.dir_of(s, id), false)? else {
             return Ok(());
         };
-        let root = self.root.clone();
-        let job = std::thread::Builder::new()
+        let work = Arc::new(work);
+        let (root, job_work) = (self.root.clone(), Arc::clone(&work));
+        match std::thread::Builder::new()
             .name("spool-apply".into())
-            .spawn(move || run_apply(&root, &work))
-            .map_err(|e| QueueError::Task(format!("cannot start the journal apply: {e}")))?;
-        j.job = Some(job);
+            .spawn(move || run_apply(&root, &job_work))
+        {
+            Ok(job) => j.job = Some(job),
+            Err(e) => {
+                // No thread to be had: apply here, holding the journal lock meanwhile.
+                tracing::warn!(error = %e, "spool: applying the journal inline");
+                let res = run_apply(&self.root, &work);
+                j.finish_apply(res);
+            }
+        }
         Ok(())
     }
 
@@ -338,11 +374,12 @@ impl Store {
             return Ok(());
         };
         let res = run_apply(&self.root, &work);
-        j.applying = Arc::new(HashMap::new());
-        if res.is_ok() {
-            j.sealed.clear();
+        let failed = res.as_ref().err().map(|e| e.to_string());
+        j.finish_apply(res);
+        match failed {
+            None => Ok(()),
+            Some(e) => Err(QueueError::Task(e)),
         }
-        res
     }
 
     /// Recovery step before the directories are scanned: writes each journaled metadata (of
@@ -409,6 +446,11 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if !self.recovered {
+            // Recovery failed: the journal on disk is the only copy of its records, and
+            // applying (which seals and deletes) would lose the ones not replayed.
+            return;
+        }
         let this: &Store = self;
         let mut j = this.journal();
         if let Err(e) = this.apply_journal_now(&mut j) {
