@@ -29,6 +29,21 @@ fn message(n: u32) -> Vec<u8> {
     m
 }
 
+/// The runtime of a child process that is going to abort: core files disabled first.
+fn child_runtime() -> tokio::runtime::Runtime {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall on a stack value; the abort to come must not leave core files.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Child body: enqueue `MAILS` mails, appending each returned id to `returned.txt` (fsync'd)
 /// before the next. Runs only when re-executed by `crash_at_each_step` (hence ignored).
 #[test]
@@ -40,17 +55,7 @@ fn crash_child() {
         eprintln!("crash_child: {CHILD_DIR_ENV} unset; nothing to do outside crash_at_each_step");
         return;
     };
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscall on a stack value; the abort below must not leave core files.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = child_runtime();
     rt.block_on(async {
         let spool = Spool::<Rec>::open(&dir, QueueConfig::default()).unwrap();
         let mut log = fs::OpenOptions::new()
@@ -163,17 +168,7 @@ fn journal_child() {
         eprintln!("journal_child: {JOURNAL_DIR_ENV} unset; nothing to do outside its parent test");
         return;
     };
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscall on a stack value; the abort below must not leave core files.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = child_runtime();
     rt.block_on(async {
         let spool = Spool::<Rec>::open(&dir, QueueConfig::default()).unwrap();
         for n in 0..COMPLETED {
