@@ -113,6 +113,15 @@ fn resolve_all() -> String {
     s
 }
 
+/// `resolve_all()` plus a configured sender for the sample webmails that send no address
+/// (Roundcube, SquirrelMail and RainLoop send an identity id).
+fn with_sender() -> String {
+    format!(
+        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
+        resolve_all()
+    )
+}
+
 /// Replays one sample (uploads first, with their canned responses) and returns the response to
 /// the send.
 async fn replay(mt: &Running, web: &Webmail, dir: &Path, name: &str) -> String {
@@ -153,12 +162,7 @@ async fn queued(mt: &Running) -> Vec<mailtap::mail::MailRecord> {
 
 async fn conformance(dir: &Path) {
     let web = webmail().await;
-    // Roundcube, SquirrelMail and RainLoop send an identity id, not an address.
-    let config = format!(
-        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
-        resolve_all()
-    );
-    let mt = start(&config, None).await;
+    let mt = start(&with_sender(), None).await;
     let names: Vec<String> = files(dir, |f| f.ends_with(".expected.json"))
         .into_iter()
         .map(|f| f.trim_end_matches(".expected.json").to_string())
@@ -241,11 +245,7 @@ async fn own_samples_land_in_the_spool_as_expected() {
 async fn roundcube_gets_its_own_sent_page() {
     // Guards the relay response: Roundcube's iframe page with _unlock and _id filled in.
     let web = webmail().await;
-    let config = format!(
-        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
-        resolve_all()
-    );
-    let mt = start(&config, None).await;
+    let mt = start(&with_sender(), None).await;
     let [shared, _] = dirs();
     let response = replay(&mt, &web, &shared, "roundcube").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -328,11 +328,7 @@ async fn invalid_and_hostile_addresses_are_stored_rejected_with_the_reason() {
     // Guards "nothing is lost": bad input is queued rejected (for an error report), never dropped,
     // and CR/LF in values never becomes a header or an SMTP command.
     let web = webmail().await;
-    let config = format!(
-        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
-        resolve_all()
-    );
-    let mt = start(&config, None).await;
+    let mt = start(&with_sender(), None).await;
     let port = web.addr.port();
     raw_exchange(mt.addr, &form_send(port, "bob@example.org, chengli@", "ok")).await;
     raw_exchange(mt.addr, &form_send(port, "", "nobody")).await;
@@ -543,11 +539,7 @@ async fn a_large_send_is_decoded_off_the_runtime_thread_and_kept_whole() {
     // one-worker runtime): a 1.5 MiB message body is queued whole, and the proxy keeps serving
     // another client meanwhile.
     let web = webmail().await;
-    let config = format!(
-        "{}\n[senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
-        resolve_all()
-    );
-    let mt = start(&config, None).await;
+    let mt = start(&with_sender(), None).await;
     let text: String = (0..30_000)
         .map(|i| format!("line {i:05} of the report\n"))
         .collect();

@@ -127,10 +127,8 @@ pub fn redact_head(head: &str) -> String {
                 out.push(format!("{}: <redacted>", name.trim_end()));
                 continue;
             }
-            if URL_HEADERS.contains(&n.as_str()) {
-                out.push(format!("{name}:{}", redact_url(value)));
-                continue;
-            }
+            out.push(format!("{name}:{}", redact_value(&n, value)));
+            continue;
         }
         out.push(line.to_string());
     }

@@ -282,14 +282,14 @@ impl Journal {
         let res = job
             .join()
             .unwrap_or_else(|_| Err(QueueError::Task("journal apply panicked".into())));
-        self.finish_apply(res);
+        self.finish_apply(&res);
         true
     }
 
     /// Takes the outcome of an apply: on success its segments are gone and its changes are in
     /// `meta.json`; on failure its changes become pending again (their segments stay on disk
     /// and are covered by the next apply).
-    fn finish_apply(&mut self, res: Result<(), QueueError>) {
+    fn finish_apply(&mut self, res: &Result<(), QueueError>) {
         let applied = std::mem::take(&mut self.applying);
         match res {
             Ok(()) => self.sealed.clear(),
@@ -362,7 +362,7 @@ impl Store {
                 // No thread to be had: apply here, holding the journal lock meanwhile.
                 tracing::warn!(error = %e, "spool: applying the journal inline");
                 let res = run_apply(&self.root, &work);
-                j.finish_apply(res);
+                j.finish_apply(&res);
             }
         }
         Ok(())
@@ -374,12 +374,8 @@ impl Store {
             return Ok(());
         };
         let res = run_apply(&self.root, &work);
-        let failed = res.as_ref().err().map(|e| e.to_string());
-        j.finish_apply(res);
-        match failed {
-            None => Ok(()),
-            Some(e) => Err(QueueError::Task(e)),
-        }
+        j.finish_apply(&res);
+        res
     }
 
     /// Recovery step before the directories are scanned: writes each journaled metadata (of
