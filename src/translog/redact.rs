@@ -1,4 +1,5 @@
-//! Redaction and escaping of transcript text: secret HTTP header values, SMTP AUTH payloads,
+//! Redaction and escaping of transcript text: secret HTTP header values and query parameters
+//! (by list and by name pattern: `X-Api-Key`, `X-Session-Id`, `api_key=`), SMTP AUTH payloads,
 //! and control characters that could forge log lines.
 //!
 //! Owns pure string functions only (no I/O); the writer in `translog.rs` applies them to every
@@ -14,25 +15,78 @@ const SECRET_HEADERS: [&str; 6] = [
     "proxy-authorization",
 ];
 
-/// Whether a header's value is a secret: the fields above, and any field naming a token
-/// (CSRF / session tokens such as SnappyMail's `X-SM-Token`, equal to its session cookie) or
-/// Roundcube's request token header.
+/// Substrings that mark a field or parameter name as a secret wherever they occur in it (in
+/// lower case): long enough that ordinary names do not contain them by accident.
+const SECRET_SUBSTRINGS: [&str; 10] = [
+    "token",
+    "secret",
+    "session",
+    "sessid",
+    "apikey",
+    "passw",
+    "passphrase",
+    "credential",
+    "csrf",
+    "xsrf",
+];
+
+/// Short markers that are secrets only as a whole word of the name (`X-Api-Key`, `api_key`,
+/// `apiKey`, `X-Auth`), so that `Keep-Alive`, `keyword`, `author` or `passage` stay readable.
+const SECRET_WORDS: [&str; 7] = ["key", "auth", "pass", "pwd", "sid", "sess", "sig"];
+
+/// The words of a field or parameter name, in lower case: split at every character that is not
+/// a letter or digit and at a lower-case → upper-case step (`apiKey` → `api`, `key`).
+fn name_words(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        word.push(c.to_ascii_lowercase());
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Whether a name (header field or query parameter, any case) says its value is a credential,
+/// a session or a token, by pattern: a [`SECRET_SUBSTRINGS`] entry anywhere, a
+/// [`SECRET_WORDS`] entry as a whole word, or a word starting `authori`/`authent`
+/// (`X-Authorization`, `authenticity_token`).
+fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if SECRET_SUBSTRINGS.iter().any(|s| lower.contains(s)) {
+        return true;
+    }
+    name_words(name).iter().any(|w| {
+        SECRET_WORDS.contains(&w.as_str()) || w.starts_with("authori") || w.starts_with("authent")
+    })
+}
+
+/// Whether a header's value is a secret: the fields above (cookies, credentials), Roundcube's
+/// request token header, and any field whose name marks a secret by pattern (`X-Api-Key`,
+/// `X-Session-Id`, `X-SM-Token`, …; see `is_secret_name`).
 pub(crate) fn is_secret_header(lower_name: &str) -> bool {
     SECRET_HEADERS.contains(&lower_name)
-        || lower_name.contains("token")
         || lower_name == "x-roundcube-request"
+        || is_secret_name(lower_name)
 }
 
 /// Whether a query parameter of a request target carries a session or a credential (QQ Mail's
-/// `sid=`, `*token*`, `*sess*`, `key`, `auth`, `pass*`).
+/// `sid=`, `api_key=`, `*token*`, `*session*`, `pass`, `password`…; see `is_secret_name`).
 fn is_secret_param(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "sid"
-        || n == "key"
-        || n == "auth"
-        || n.contains("token")
-        || n.contains("sess")
-        || n.starts_with("pass")
+    is_secret_name(name)
 }
 
 /// Header fields whose value is a URL that may carry the same session parameters.
@@ -212,6 +266,72 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(redact_head(input), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn secret_names_are_found_by_pattern_not_only_by_list() {
+        // Guards issue 10.7: non-standard secret names (X-Api-Key, X-Session-Id, api_key=…) are
+        // redacted by word pattern, while look-alikes (Keep-Alive, keyword=, author=) stay.
+        let headers: &[(&str, bool)] = &[
+            ("x-api-key", true),
+            ("x-goog-api-key", true),
+            ("apikey", true),
+            ("x-session-id", true),
+            ("x-auth", true),
+            ("x-authorization", true),
+            ("x-client-secret", true),
+            ("x-amz-security-token", true),
+            ("x-passwd", true),
+            ("x-password", true),
+            ("x-csrf", true),
+            ("sec-websocket-key", true),
+            ("keep-alive", false),
+            ("x-author", false),
+            ("x-passenger-version", false),
+            ("x-monkey", false),
+            ("accept", false),
+            ("sec-fetch-mode", false),
+            ("content-type", false),
+            ("x-keyboard-layout", false),
+            ("host", false),
+        ];
+        for (name, secret) in headers {
+            assert_eq!(is_secret_header(name), *secret, "header {name}");
+            let line = format!("{name}: V4lue");
+            let shown = redact_head(&line);
+            assert_eq!(!shown.contains("V4lue"), *secret, "{shown}");
+        }
+        let params: &[(&str, bool)] = &[
+            ("api_key", true),
+            ("apiKey", true),
+            ("APIKEY", true),
+            ("access_token", true),
+            ("sessionId", true),
+            ("PHPSESSID", true),
+            ("JSESSIONID", true),
+            ("client_secret", true),
+            ("auth", true),
+            ("authToken", true),
+            ("pass", true),
+            ("password", true),
+            ("user[password]", true),
+            ("pwd", true),
+            ("sid", true),
+            ("key", true),
+            ("keyword", false),
+            ("author", false),
+            ("passage", false),
+            ("monkey", false),
+            ("q", false),
+            ("_task", false),
+            ("_action", false),
+            ("assessment", false),
+        ];
+        for (name, secret) in params {
+            assert_eq!(is_secret_param(name), *secret, "param {name}");
+            let url = format!("/p?{name}=V4lue&x=1");
+            assert_eq!(!redact_url(&url).contains("V4lue"), *secret, "{url}");
         }
     }
 
