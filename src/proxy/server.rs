@@ -18,7 +18,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::forward::Forwarder;
 use super::mitm::{Mitm, MitmError, TlsDialer};
-use super::service::{basic_credentials, handle, ConnCtx, Shared};
+use super::service::{handle, BasicCredentials, ConnCtx, Shared};
 use super::{ClientInfo, Dialer, Interceptor};
 use crate::config::Config;
 
@@ -91,7 +91,7 @@ impl Proxy {
                     std::env::var(&auth.password_env).map_err(|_| ProxyError::MissingPassword {
                         variable: auth.password_env.clone(),
                     })?;
-                basic_credentials(&auth.username, &password)
+                Some(BasicCredentials::new(&auth.username, &password))
             }
         };
         let dialer = Dialer::new(config.resolve.clone(), proxy_config.connect_timeout());

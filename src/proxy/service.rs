@@ -29,8 +29,8 @@ pub struct Shared {
     pub dialer: Dialer,
     pub forwarder: Forwarder,
     pub interceptor: Option<Arc<dyn Interceptor>>,
-    /// The exact `Proxy-Authorization` value accepted, when auth is on.
-    pub expected_auth: Option<HeaderValue>,
+    /// The credentials `Proxy-Authorization` must carry, when auth is on.
+    pub expected_auth: Option<BasicCredentials>,
     /// Host patterns in the PAC file.
     pub pac_hosts: Vec<String>,
     /// TLS interception; `None` when `[mitm].enabled = false` (every CONNECT is blind).
@@ -51,10 +51,49 @@ pub struct ConnCtx {
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Builds the `Proxy-Authorization` value that `username:password` produces.
-pub fn basic_credentials(username: &str, password: &str) -> Option<HeaderValue> {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    HeaderValue::from_str(&format!("Basic {token}")).ok()
+/// The `username:password` pair that proxy Basic authentication (RFC 7617) accepts. Its
+/// `Debug` never shows the password.
+pub struct BasicCredentials {
+    user_pass: Vec<u8>,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasicCredentials(<redacted>)")
+    }
+}
+
+impl BasicCredentials {
+    pub fn new(username: &str, password: &str) -> BasicCredentials {
+        BasicCredentials {
+            user_pass: format!("{username}:{password}").into_bytes(),
+        }
+    }
+
+    /// True when a `Proxy-Authorization` value carries these credentials. The scheme is
+    /// case-insensitive (RFC 9110 §11.1) and separated from the token68 by one or more spaces
+    /// (§11.4); the token is compared after base64 decoding, in constant time.
+    pub fn accepts(&self, value: &HeaderValue) -> bool {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        let Some((scheme, rest)) = text.trim().split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim_start())
+        else {
+            return false;
+        };
+        constant_time_eq(&decoded, &self.user_pass)
+    }
+}
+
+/// Byte equality whose time does not depend on where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Handles one request. Never fails: every problem becomes an HTTP answer.
@@ -129,7 +168,7 @@ pub async fn dispatch(ctx: &ConnCtx, request: Request<Incoming>) -> Response<Pro
 fn check_auth(ctx: &ConnCtx, request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     let expected = ctx.shared.expected_auth.as_ref()?;
     let given = request.headers().get(header::PROXY_AUTHORIZATION);
-    if given == Some(expected) {
+    if given.is_some_and(|value| expected.accepts(value)) {
         return None;
     }
     tracing::warn!(
