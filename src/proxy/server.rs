@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,17 +169,13 @@ impl Proxy {
                 },
                 () = &mut shutdown => break,
             };
+            let local = stream.local_addr().unwrap_or(self.shared.config.listen);
             let ctx = ConnCtx {
                 info: ClientInfo {
-                    client: peer,
-                    proxy: stream.local_addr().unwrap_or(self.shared.config.listen),
+                    client: canonical(peer),
+                    proxy: canonical(local),
                 },
-                allowed: self
-                    .shared
-                    .config
-                    .allow
-                    .iter()
-                    .any(|net| net.contains(&peer.ip())),
+                allowed: is_allowed(&self.shared.config.allow, peer.ip()),
                 shared: self.shared.clone(),
                 permit: Arc::new(permit),
                 stop: stop_rx.clone(),
@@ -199,6 +195,20 @@ impl Proxy {
             tracing::warn!("shutdown deadline reached with connections still open; closing them");
         }
     }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how an IPv4 peer appears on an IPv6 socket,
+/// RFC 4291 §2.5.5.2) as the IPv4 address it is; any other address unchanged.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Whether a client at `ip` may use the proxy: some `[proxy].allow` network contains it, as
+/// received or, for an IPv4-mapped address, as IPv4 (so `127.0.0.0/8` admits
+/// `::ffff:127.0.0.1` on a `[::]` listener).
+fn is_allowed(allow: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let v4 = ip.to_canonical();
+    allow.iter().any(|net| net.contains(&ip) || net.contains(&v4))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(client = %ctx.info.client))]
