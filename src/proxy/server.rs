@@ -220,7 +220,12 @@ async fn serve_connection(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout())
         .max_header_size(config.max_header_bytes)
-        .preserve_header_case(true);
+        .preserve_header_case(true)
+        // A client may stop sending once its request is complete (`shutdown(SHUT_WR)`, netcat,
+        // scripts): an EOF after a whole request is not an abort, so the request is still
+        // handled and answered (RFC 9112 §9.6 closes gracefully in this order). Without this
+        // hyper drops the connection at that EOF and the answer is never written.
+        .half_close(true);
     let service = {
         let ctx = ctx.clone();
         service_fn(move |request| handle(ctx.clone(), request))
