@@ -246,9 +246,9 @@ fn own_page(ctx: &ConnCtx, request: &Request<Incoming>) -> Response<ProxyBody> {
     }
 }
 
-/// CONNECT host:port: dial first, answer 200 only once the target accepted, then either
-/// decrypt (when `[mitm]`'s policy lists the host — decided here, before any TLS byte) or tunnel
-/// blind.
+/// CONNECT host:port: when `[mitm]`'s policy lists the host (decided here, before any TLS
+/// byte), answer 200 and decrypt, leaving the origin to the pooled TLS client; otherwise dial
+/// first, answer 200 only once the target accepted, and tunnel blind.
 async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody> {
     let Some(authority) = request.uri().authority().cloned() else {
         return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
@@ -259,6 +259,21 @@ async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody
             &format!("CONNECT {authority}: a port is required"),
         );
     };
+    let decrypt = ctx
+        .shared
+        .mitm
+        .as_ref()
+        .filter(|m| m.should_decrypt(authority.host()))
+        .cloned();
+    if let Some(mitm) = decrypt {
+        // Requests inside a decrypted tunnel go to the origin through the pooled TLS client,
+        // which dials (or reuses a pooled connection) when the first one arrives. Dialling here
+        // too would open a connection that carries nothing; an unreachable origin is reported
+        // as a 502/504 page inside the tunnel instead, which the browser shows (a refused
+        // CONNECT is only an opaque network error to it).
+        tokio::spawn(super::mitm::serve::run(ctx, mitm, authority, request));
+        return Response::new(full_body(""));
+    }
     let server = match ctx.shared.dialer.connect(authority.host(), port).await {
         Ok(stream) => stream,
         Err(e) => {
@@ -271,19 +286,6 @@ async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody
             return error_response(status, &format!("CONNECT {authority}: {e}"));
         }
     };
-    let decrypt = ctx
-        .shared
-        .mitm
-        .as_ref()
-        .filter(|m| m.should_decrypt(authority.host()))
-        .cloned();
-    if let Some(mitm) = decrypt {
-        // The dial above proved the origin reachable; requests inside the tunnel go through the
-        // pooled TLS client, so this connection is not needed.
-        drop(server);
-        tokio::spawn(super::mitm::serve::run(ctx, mitm, authority, request));
-        return Response::new(full_body(""));
-    }
     let idle = ctx.shared.config.tunnel_idle_timeout();
     let permit = ctx.permit.clone();
     tokio::spawn(async move {
