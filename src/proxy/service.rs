@@ -288,6 +288,7 @@ async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody
     };
     let idle = ctx.shared.config.tunnel_idle_timeout();
     let permit = ctx.permit.clone();
+    let stop = ctx.stop.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let upgraded = match hyper::upgrade::on(request).await {
@@ -311,11 +312,14 @@ async fn connect(ctx: ConnCtx, request: Request<Incoming>) -> Response<ProxyBody
             return;
         }
         drop(parts.read_buf);
-        match tunnel::run(client, server, idle).await {
+        match tunnel::run(client, server, idle, stop).await {
             TunnelEnd::Closed(stats) => {
                 tracing::debug!(target = %authority, ?stats, "tunnel closed")
             }
             TunnelEnd::Idle => tracing::debug!(target = %authority, "tunnel idle: closed"),
+            TunnelEnd::Shutdown => {
+                tracing::debug!(target = %authority, "tunnel idle at shutdown: closed")
+            }
             TunnelEnd::Error(e) => tracing::debug!(target = %authority, error = %e, "tunnel ended"),
         }
     });

@@ -1,6 +1,7 @@
 //! The blind CONNECT tunnel: bytes copied both ways between two TCP sockets, untouched.
 //!
-//! Owns the copy loop's memory policy and the tunnel idle timeout. A tunnel allocates no buffer
+//! Owns the copy loop's memory policy, the tunnel idle timeout and when a tunnel counts as idle
+//! at shutdown. A tunnel allocates no buffer
 //! and no descriptor until its first byte arrives (so thousands of idle tunnels cost only their
 //! two sockets and a small task), starts with a small buffer and grows it while reads keep
 //! filling it. A direction whose reads fill the largest buffer is bulk: it switches to
@@ -9,15 +10,24 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 const FIRST_BUF: usize = 16 * 1024;
 const MAX_BUF: usize = 256 * 1024;
+/// At shutdown a tunnel is closed once it is idle: nothing moved yet, or the last bytes went to
+/// the client (an answer delivered) and nothing has moved for this long. A tunnel whose last
+/// bytes went to the server (a request the origin is still working on) keeps the shutdown grace
+/// period, as do transfers that keep moving.
+const SHUTDOWN_QUIET: Duration = Duration::from_secs(1);
+/// How often a tunnel waiting for its origin's answer rechecks at shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
 /// Requested pipe capacity for a bulk direction (capped by /proc/sys/fs/pipe-max-size; the
 /// kernel default of 64 KiB stays when the request is refused).
 const PIPE_SIZE: usize = 1024 * 1024;
@@ -40,20 +50,44 @@ pub enum TunnelEnd {
     Closed(TunnelStats),
     /// No byte moved in either direction for the idle timeout.
     Idle,
+    /// The proxy shut down while the tunnel was idle (see [`run`]).
+    Shutdown,
     /// A socket error (reset, broken pipe…).
     Error(io::Error),
 }
 
-/// Last-activity clock shared by the two directions: milliseconds since `start`.
+/// Which way the last bytes of a tunnel went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Browser → origin (a request, or part of one).
+    ToServer = 1,
+    /// Origin → browser (an answer).
+    ToClient = 2,
+}
+
+/// Last-activity clock shared by the two directions: milliseconds since `start`, and which way
+/// the last bytes went (0 while none moved).
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    last_direction: AtomicU8,
 }
 
 impl Activity {
-    fn touch(&self) {
+    fn touch(&self, direction: Direction) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_direction
+            .store(direction as u8, Ordering::Relaxed);
+    }
+    /// True when closing now would cut nothing in progress: no byte moved yet, or the last
+    /// bytes were an answer to the client and the tunnel has been quiet for `quiet`.
+    fn idle_for_shutdown(&self, quiet: Duration) -> bool {
+        match self.last_direction.load(Ordering::Relaxed) {
+            0 => true,
+            d if d == Direction::ToClient as u8 => Instant::now() >= self.last() + quiet,
+            _ => false,
+        }
     }
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
@@ -70,16 +104,45 @@ struct Moved {
 /// Copies `client` ↔ `server` until both directions reach end of stream, an error occurs, or the
 /// tunnel is idle for `idle`. Half-closes are passed on: when one side stops sending, the other
 /// side's write half is shut down and the reverse direction keeps flowing.
-pub async fn run(client: TcpStream, server: TcpStream, idle: Duration) -> TunnelEnd {
+///
+/// Once `stop` turns true (or its sender is gone) the tunnel ends as soon as it is idle for
+/// shutdown: at once when no byte moved or the last bytes were an answer delivered more than
+/// [`SHUTDOWN_QUIET`] ago; a tunnel whose origin still owes an answer, or whose transfer keeps
+/// moving, runs on (the accept loop's grace period bounds it).
+pub async fn run(
+    client: TcpStream,
+    server: TcpStream,
+    idle: Duration,
+    stop: watch::Receiver<bool>,
+) -> TunnelEnd {
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
+        last_direction: AtomicU8::new(0),
     };
     let copy = async {
         tokio::try_join!(
-            pump(&client, &server, &activity),
-            pump(&server, &client, &activity)
+            pump(&client, &server, &activity, Direction::ToServer),
+            pump(&server, &client, &activity, Direction::ToClient)
         )
+    };
+    let stopping = async {
+        let mut stop = stop;
+        // An error means the accept loop is gone: that is a shutdown too.
+        let _ = stop.wait_for(|stopping| *stopping).await;
+        loop {
+            if activity.idle_for_shutdown(SHUTDOWN_QUIET) {
+                return;
+            }
+            let quiet_from = activity.last() + SHUTDOWN_QUIET;
+            let now = Instant::now();
+            let wait = if quiet_from > now {
+                (quiet_from - now).min(SHUTDOWN_QUIET)
+            } else {
+                SHUTDOWN_POLL
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+        }
     };
     let watchdog = async {
         loop {
@@ -101,12 +164,18 @@ pub async fn run(client: TcpStream, server: TcpStream, idle: Duration) -> Tunnel
             Err(e) => TunnelEnd::Error(e),
         },
         () = watchdog => TunnelEnd::Idle,
+        () = stopping => TunnelEnd::Shutdown,
     }
 }
 
 /// One direction. Waits for readability before owning any buffer; hands over to
 /// [`splice_pump`] once a read fills the largest buffer.
-async fn pump(from: &TcpStream, to: &TcpStream, activity: &Activity) -> io::Result<Moved> {
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    activity: &Activity,
+    direction: Direction,
+) -> io::Result<Moved> {
     let mut buf: Vec<u8> = Vec::new();
     let mut moved = Moved::default();
     // Set when a read filled the largest buffer. Without a pipe it is cleared, and the next
@@ -117,7 +186,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, activity: &Activity) -> io::Resu
             match Pipe::new() {
                 Ok(pipe) => {
                     drop(buf);
-                    return splice_pump(from, to, pipe, activity, moved).await;
+                    return splice_pump(from, to, pipe, activity, direction, moved).await;
                 }
                 Err(e) => {
                     // Out of descriptors or pipe quota (EMFILE near the fd limit): the buffer
@@ -143,7 +212,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, activity: &Activity) -> io::Resu
         }
         write_all(to, &buf[..n]).await?;
         moved.total += n as u64;
-        activity.touch();
+        activity.touch(direction);
         if n == buf.len() {
             if buf.len() < MAX_BUF {
                 buf = vec![0; (buf.len() * 4).min(MAX_BUF)];
@@ -247,6 +316,7 @@ async fn splice_pump(
     to: &TcpStream,
     pipe: Pipe,
     activity: &Activity,
+    direction: Direction,
     mut moved: Moved,
 ) -> io::Result<Moved> {
     let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
@@ -269,7 +339,7 @@ async fn splice_pump(
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(sent) => {
                     pending -= sent.min(pending);
-                    activity.touch();
+                    activity.touch(direction);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -303,7 +373,8 @@ mod tests {
     async fn exchange(up: Vec<u8>, down: Vec<u8>) -> (Vec<u8>, Vec<u8>, TunnelEnd) {
         let (mut browser, client) = socket_pair().await;
         let (server, mut origin) = socket_pair().await;
-        let tunnel = tokio::spawn(run(client, server, Duration::from_secs(30)));
+        let (_stop_tx, stop) = watch::channel(false);
+        let tunnel = tokio::spawn(async move { run(client, server, Duration::from_secs(30), stop).await });
         let origin_side = tokio::spawn(async move {
             let mut got = Vec::new();
             origin.read_to_end(&mut got).await.unwrap();
