@@ -80,6 +80,9 @@ impl App {
     ) -> Result<App, StartError> {
         let spool: Spool<MailRecord> =
             Spool::open(&config.paths.data, config.queue.clone()).map_err(StartError::Spool)?;
+        // Transcripts an older version left readable by everyone become owner-only.
+        let logs = config.paths.logs.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::translog::tighten_existing(&logs)).await;
         let interceptor = match interceptor {
             Some(i) => i,
             None => {

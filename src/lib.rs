@@ -18,12 +18,14 @@
 //! - [`smtp`]: the hand-written async SMTP client and the built-in SMTP server.
 //! - [`relay`]: delivery workers (spool → SMTP), per-recipient outcomes, retries, console.
 //! - [`report`]: RFC 3464 error reports to the sender.
+//! - [`private_fs`]: owner-only modes for the files that hold mail, transcripts and keys.
 
 pub mod app;
 pub mod capture;
 pub mod config;
 pub mod intercept;
 pub mod mail;
+pub mod private_fs;
 pub mod proxy;
 pub mod queue;
 pub mod relay;

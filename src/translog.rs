@@ -26,7 +26,7 @@
 //! Control characters inside a line (CR, LF, NUL, ...) are written escaped (`\r`, `\n`,
 //! `\x00`), so a hostile reply cannot forge extra log lines.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -125,6 +125,37 @@ impl std::fmt::Debug for TransLog {
     }
 }
 
+/// Makes every `Log-*.txt` in `logs_dir` owner-only (an older mailtap wrote them 0644) and
+/// returns how many it changed; one line says so. The directory itself is left as it is: it
+/// may be shared (`[paths].logs` can name any directory), and the files are what hold the mail.
+/// A missing directory is nothing to do.
+pub fn tighten_existing(logs_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(logs_dir) else {
+        return 0;
+    };
+    let mut changed = 0;
+    let mut failed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("Log-") && name.ends_with(".txt")) {
+            continue;
+        }
+        match crate::private_fs::tighten(&entry.path()) {
+            Ok(true) => changed += 1,
+            Ok(false) => {}
+            Err(_) => failed += 1,
+        }
+    }
+    if changed > 0 {
+        tracing::info!(logs = %logs_dir.display(), changed, "transcripts were readable by other users: made owner-only (0600)");
+    }
+    if failed > 0 {
+        tracing::warn!(logs = %logs_dir.display(), failed, "transcripts readable by other users could not be made owner-only; chmod go= them");
+    }
+    changed
+}
+
 impl TransLog {
     /// [`TransLog::create_with`] with the default [`LogConfig`].
     pub fn create(logs_dir: &Path, now: DateTime<Utc>) -> io::Result<TransLog> {
@@ -141,7 +172,7 @@ impl TransLog {
     ) -> io::Result<TransLog> {
         match Self::create_in(logs_dir, now, config) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(logs_dir)?;
+                crate::private_fs::create_dir_all(logs_dir)?;
                 Self::create_in(logs_dir, now, config)
             }
             other => other,
@@ -158,7 +189,12 @@ impl TransLog {
         let start = last_suffix(&first_name, None).map_or(1, |n| n + 1);
         for n in start..=MAX_SUFFIX {
             let path = logs_dir.join(file_name(now, n));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            // Owner-only: a transcript holds addresses, subjects and the HTTP exchange.
+            match crate::private_fs::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(f) => {
                     last_suffix(&first_name, Some(n));
                     let mut log = TransLog {
@@ -402,7 +438,10 @@ mod tests {
     #[test]
     fn write_errors_are_kept_and_never_panic() {
         // Guards: a failing log device stops the log, reports the error, never panics.
-        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let mut log = TransLog {
             path: PathBuf::from("/dev/full"),
             out: Some(BufWriter::with_capacity(16, full)),

@@ -175,7 +175,14 @@ impl NetNs {
         let ns_if = format!("mtv{tag}n");
         ip(&["netns", "add", &ns.name])?;
         ip(&[
-            "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if,
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns_if,
         ])?;
         ip(&["link", "set", &ns_if, "netns", &ns.name])?;
         ip(&[
@@ -250,12 +257,28 @@ async fn allow_list_from_a_real_non_loopback_address() {
     let (host, client) = (ns.host_ip, ns.ns_ip);
     let cases = [
         (format!("{host}:0"), format!("[\"{client}/32\"]"), "200"),
-        (format!("{host}:0"), format!("[\"{host}/32\", \"127.0.0.0/8\"]"), "403"),
+        (
+            format!("{host}:0"),
+            format!("[\"{host}/32\", \"127.0.0.0/8\"]"),
+            "403",
+        ),
         (format!("{host}:0"), String::new(), "403"),
-        (format!("[::ffff:{host}]:0"), format!("[\"{client}/32\"]"), "200"),
-        (format!("[::ffff:{host}]:0"), format!("[\"::ffff:{client}/128\"]"), "200"),
+        (
+            format!("[::ffff:{host}]:0"),
+            format!("[\"{client}/32\"]"),
+            "200",
+        ),
+        (
+            format!("[::ffff:{host}]:0"),
+            format!("[\"::ffff:{client}/128\"]"),
+            "200",
+        ),
         (format!("[::ffff:{host}]:0"), String::new(), "403"),
-        (format!("[::ffff:{host}]:0"), "[\"10.200.0.0/16\"]".to_string(), "200"),
+        (
+            format!("[::ffff:{host}]:0"),
+            "[\"10.200.0.0/16\"]".to_string(),
+            "200",
+        ),
     ];
     let mut forwarded = 0;
     for (listen, allow, want) in cases {

@@ -49,16 +49,16 @@ async fn a_half_closed_client_still_gets_its_answer() {
         None,
     )
     .await;
-    let plain = format!(
-        "GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n",
-        origin.addr
-    );
+    let plain = format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr);
     let answer = send_then_half_close(mt.addr, plain.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "plain: {answer:?}");
     assert!(answer.ends_with("hello"), "plain: {answer:?}");
     let send = sample_to_port("roundcube-plain.http", origin.addr.port());
     let answer = send_then_half_close(mt.addr, &send).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "intercepted: {answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "intercepted: {answer:?}"
+    );
     let mails = settled_mails(&mt.spool).await;
     assert_eq!(mails.len(), 1, "the half-closed send was not taken");
     assert_eq!(mails[0].2.sender, "lilei@example.com");
@@ -106,11 +106,9 @@ async fn a_decrypted_tunnel_dials_its_origin_once() {
         let stream = mitm_support::tls_via(mt.addr, &authority, "origin.example.test", &tls)
             .await
             .expect("TLS with mailtap's leaf");
-        let answers = mitm_support::exchange(
-            stream,
-            vec![mitm_support::get("origin.example.test", "/")],
-        )
-        .await;
+        let answers =
+            mitm_support::exchange(stream, vec![mitm_support::get("origin.example.test", "/")])
+                .await;
         assert_eq!(answers[0].text(), "hello over tls", "round {round}");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -279,7 +277,10 @@ async fn sigint_closes_idle_connections_at_once_and_lets_busy_ones_finish() {
         "idle connections held the shutdown for {took:?}"
     );
     // Both idle connections were closed by mailtap, not left to time out.
-    for (name, stream) in [("keep-alive", &mut keep_alive), ("tunnel", &mut idle_tunnel)] {
+    for (name, stream) in [
+        ("keep-alive", &mut keep_alive),
+        ("tunnel", &mut idle_tunnel),
+    ] {
         let mut rest = Vec::new();
         let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "{name} connection still open");

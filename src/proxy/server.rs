@@ -208,7 +208,9 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 /// `::ffff:127.0.0.1` on a `[::]` listener).
 fn is_allowed(allow: &[ipnet::IpNet], ip: IpAddr) -> bool {
     let v4 = ip.to_canonical();
-    allow.iter().any(|net| net.contains(&ip) || net.contains(&v4))
+    allow
+        .iter()
+        .any(|net| net.contains(&ip) || net.contains(&v4))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(client = %ctx.info.client))]

@@ -374,7 +374,8 @@ mod tests {
         let (mut browser, client) = socket_pair().await;
         let (server, mut origin) = socket_pair().await;
         let (_stop_tx, stop) = watch::channel(false);
-        let tunnel = tokio::spawn(async move { run(client, server, Duration::from_secs(30), stop).await });
+        let tunnel =
+            tokio::spawn(async move { run(client, server, Duration::from_secs(30), stop).await });
         let origin_side = tokio::spawn(async move {
             let mut got = Vec::new();
             origin.read_to_end(&mut got).await.unwrap();

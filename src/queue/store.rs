@@ -23,7 +23,7 @@
 //! cut short by a crash. Completions (final states, not fsync'd) are appended to the journal
 //! instead and reach `meta.json` in batches; recovery replays the journal first.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+
+use crate::private_fs;
 
 use super::config::QueueConfig;
 use super::error::QueueError;
@@ -141,17 +143,21 @@ impl Store {
         config.validate()?;
         let root = data_dir.join("spool");
         let tmp = root.join("tmp");
+        // Owner-only (the spool holds people's mail): created so, and a spool an older version
+        // left open is tightened; with `spool/` at 0700 nothing below it is reachable by others.
         for d in [&root, &tmp] {
-            fs::create_dir_all(d).map_err(io_err("create directory", d))?;
+            private_fs::create_dir_all(d).map_err(io_err("create directory", d))?;
+            private_fs::tighten_logged(d, "the spool directory");
         }
         for s in MailState::ALL {
             let d = root.join(s.dir_name());
-            fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
+            private_fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
+            private_fs::tighten_logged(&d, "a spool state directory");
         }
         sync_dir(&root)?;
         sync_dir(data_dir)?;
         let lock_path = root.join("lock");
-        let lock = OpenOptions::new()
+        let lock = private_fs::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -267,10 +273,14 @@ impl Store {
         meta_json: &[u8],
         message: &[u8],
     ) -> Result<(), QueueError> {
-        fs::create_dir(staging).map_err(io_err("create staging directory", staging))?;
+        private_fs::create_dir(staging).map_err(io_err("create staging directory", staging))?;
         failpoint::hit("mkdir");
         let eml_path = staging.join(MESSAGE_FILE);
-        let mut eml = File::create_new(&eml_path).map_err(io_err("create message", &eml_path))?;
+        let mut eml = private_fs::options()
+            .write(true)
+            .create_new(true)
+            .open(&eml_path)
+            .map_err(io_err("create message", &eml_path))?;
         let half = message.len() / 2;
         eml.write_all(&message[..half])
             .map_err(io_err("write message", &eml_path))?;
@@ -279,8 +289,11 @@ impl Store {
             .map_err(io_err("write message", &eml_path))?;
         failpoint::hit("eml-written");
         let meta_path = staging.join(META_FILE);
-        let mut meta =
-            File::create_new(&meta_path).map_err(io_err("create metadata", &meta_path))?;
+        let mut meta = private_fs::options()
+            .write(true)
+            .create_new(true)
+            .open(&meta_path)
+            .map_err(io_err("create metadata", &meta_path))?;
         meta.write_all(meta_json)
             .map_err(io_err("write metadata", &meta_path))?;
         failpoint::hit("meta-written");

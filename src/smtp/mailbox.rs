@@ -7,7 +7,7 @@
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,7 +85,10 @@ impl Mailbox {
     /// the fsyncs (renames stay atomic, but a crash may lose recent messages).
     pub fn open(dir: impl Into<PathBuf>, fsync: bool) -> Result<Self, MailboxError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Owner-only: the mailbox holds people's mail. One an older version left open is
+        // tightened (its files are then out of reach of other users).
+        crate::private_fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::private_fs::tighten_logged(&dir, "the built-in mailbox");
         Ok(Mailbox {
             dir,
             counter: AtomicU64::new(0),
@@ -128,7 +131,7 @@ impl Mailbox {
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), MailboxError> {
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let fin = self.dir.join(name);
-        let mut f = OpenOptions::new()
+        let mut f = crate::private_fs::options()
             .write(true)
             .create_new(true)
             .open(&tmp)

@@ -160,7 +160,7 @@ impl CertAuthority {
             let path = path.to_path_buf();
             move |source| CaError::Io { path, source }
         };
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::private_fs::create_dir_all(dir).map_err(io(dir))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

@@ -98,7 +98,12 @@ fn decode(data: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
 /// Writes `json` as `dir/meta.json` atomically (tmp file, fsync, rename, fsync of `dir`).
 pub(super) fn write_meta_atomic(dir: &Path, json: &[u8]) -> Result<(), QueueError> {
     let tmp = dir.join(META_TMP);
-    let mut f = File::create(&tmp).map_err(io_err("create metadata tmp", &tmp))?;
+    let mut f = crate::private_fs::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err("create metadata tmp", &tmp))?;
     f.write_all(json)
         .map_err(io_err("write metadata tmp", &tmp))?;
     f.sync_all().map_err(io_err("fsync metadata tmp", &tmp))?;
@@ -195,7 +200,7 @@ impl Journal {
     /// Opens (creating) the journal in the spool directory `root`; recovery empties it.
     pub(super) fn open(root: &Path) -> Result<Journal, QueueError> {
         let path = root.join(JOURNAL_FILE);
-        let file = OpenOptions::new()
+        let file = crate::private_fs::options()
             .create(true)
             .append(true)
             .open(&path)
