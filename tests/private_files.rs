@@ -1,6 +1,6 @@
 //! mailtap's files hold people's mail: the spool, the built-in mailbox and the transcripts are
-//! owner-only (files 0600, directories 0700), whatever the umask, and what an older version left
-//! world-readable is tightened at startup.
+//! owner-only (files 0600, directories 0700), whatever the umask, what an older version left
+//! world-readable is tightened at startup, and secrets with non-standard names never reach them.
 
 mod common;
 
@@ -127,5 +127,48 @@ async fn directories_mailtap_creates_are_owner_only() {
     }
     assert_eq!(mode(log.path()), 0o600);
     drop(log);
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn secrets_with_non_standard_names_reach_no_file() {
+    // Guards issue 10.7 end to end: X-Api-Key, X-Session-Id and api_key= values of an
+    // intercepted send appear in neither the transcript nor the spool's meta.json, while
+    // look-alike names (Keep-Alive, keyword=) stay readable there.
+    let origin = origin().await;
+    let mt = start(
+        "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n\
+         [senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n",
+        None,
+    )
+    .await;
+    let send = roundcube_send(origin.addr.port());
+    let text = String::from_utf8(send).unwrap();
+    let text = text.replacen(
+        "&_framed=1 HTTP/1.1\r\n",
+        "&_framed=1&api_key=S3CR3T-Q&keyword=visible-q HTTP/1.1\r\n\
+         X-Api-Key: S3CR3T-H1\r\nX-Session-Id: S3CR3T-H2\r\nX-Keep-Alive-Hint: visible-h\r\n",
+        1,
+    );
+    assert!(text.contains("S3CR3T-H2"));
+    let answer = raw_exchange(mt.addr, text.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mails = settled_mails(&mt.spool).await;
+    assert_eq!(mails.len(), 1);
+    let root = mt.dir.path().to_path_buf();
+    let mut texts = String::new();
+    for sub in ["data/spool", "logs"] {
+        for (path, _, is_dir) in modes_under(&root.join(sub)) {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !is_dir && (name == "meta.json" || name.starts_with("Log-")) {
+                texts.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    assert!(
+        texts.contains("visible-q") && texts.contains("visible-h"),
+        "{texts}"
+    );
+    assert!(!texts.contains("S3CR3T"), "{texts}");
     mt.shutdown().await;
 }
