@@ -145,14 +145,16 @@ impl Store {
         let tmp = root.join("tmp");
         // Owner-only (the spool holds people's mail): created so, and a spool an older version
         // left open is tightened; with `spool/` at 0700 nothing below it is reachable by others.
+        // (The subdirectories are tightened quietly: behind `spool/` they are out of reach.)
         for d in [&root, &tmp] {
             private_fs::create_dir_all(d).map_err(io_err("create directory", d))?;
-            private_fs::tighten_logged(d, "the spool directory");
         }
+        private_fs::tighten_logged(&root, "the spool directory");
+        let _ = private_fs::tighten(&tmp);
         for s in MailState::ALL {
             let d = root.join(s.dir_name());
             private_fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
-            private_fs::tighten_logged(&d, "a spool state directory");
+            let _ = private_fs::tighten(&d);
         }
         sync_dir(&root)?;
         sync_dir(data_dir)?;
