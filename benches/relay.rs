@@ -146,6 +146,7 @@ fn record(i: usize) -> MailRecord {
         received: Utc::now(),
         http_head: "POST http://webmail.example.test/ HTTP/1.1\n".into(),
         http_response_head: String::new(),
+        transcript: None,
         rejected: None,
     }
 }

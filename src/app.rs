@@ -22,6 +22,8 @@ use tokio::sync::watch;
 
 /// How often expired finished mail is removed from the spool (`[queue].keep_finished_secs`).
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How long the relay must be quiet before the spool's journal is written into `meta.json`.
+const SETTLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Why mailtap could not start.
 #[derive(Debug)]
@@ -93,6 +95,8 @@ impl App {
                     max_message_bytes: config.limits.max_message_bytes,
                     senders: config.senders.clone(),
                     smtp_account: config.smtp.as_ref().and_then(|s| s.username.clone()),
+                    logs_dir: config.paths.logs.clone(),
+                    log: config.log.clone(),
                 };
                 Arc::new(Capture::new(
                     rules,
@@ -159,6 +163,11 @@ impl App {
             let stop = stop_rx.clone();
             tokio::spawn(async move { spool.sweep_finished(SWEEP_EVERY, stop).await })
         };
+        let settle = {
+            let spool = self.spool.clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move { spool.settle_when_quiet(SETTLE_AFTER, stop).await })
+        };
         let builtin = self.builtin.map(|server| {
             let mut stop = stop_rx.clone();
             tokio::spawn(server.run(async move {
@@ -177,6 +186,8 @@ impl App {
             relay.abort();
             let _ = relay.await;
         }
+        settle.abort();
+        let _ = settle.await;
         let mut sweeper = sweeper;
         if tokio::time::timeout_at(deadline, &mut sweeper)
             .await

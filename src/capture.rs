@@ -26,6 +26,10 @@ use crate::proxy::{
     full_body, ClientInfo, Interceptor, Outcome, ProxyBody, RequestHead, ResponseHook,
 };
 use crate::queue::Spool;
+use crate::translog::{HttpPending, HttpTimes, LogConfig, TransLog};
+
+mod stamp;
+use stamp::{response_head, stamped, ResponseLog};
 
 /// Largest upload response body read to find the upload id in it (they are small JSON or
 /// HTML answers; a larger declared one passes through unread).
@@ -45,6 +49,9 @@ pub struct CaptureSettings {
     pub senders: BTreeMap<String, String>,
     /// The SMTP account, the last resort for the envelope sender.
     pub smtp_account: Option<String>,
+    /// Where each taken mail's `Log-*.txt` is created (`[paths].logs`), and its options.
+    pub logs_dir: std::path::PathBuf,
+    pub log: LogConfig,
 }
 
 /// The interceptor. Shared by all connections.
@@ -114,6 +121,8 @@ fn off_the_runtime<T>(body_len: usize, f: impl FnOnce() -> T) -> T {
 
 impl Capture {
     async fn handle(self: Arc<Self>, request: Request<Incoming>, info: ClientInfo) -> Outcome {
+        // The proxy hands a request over as soon as its head is parsed.
+        let head_at = Utc::now();
         let (parts, body) = request.into_parts();
         let head = OwnedHead::from_parts(&parts.method, &parts.uri, &parts.headers);
         let Some(matched) = self.rules.match_head(&head.view()) else {
@@ -143,6 +152,11 @@ impl Capture {
                     &format!("could not read the request body: {e}"),
                 ));
             }
+        };
+        let times = HttpTimes {
+            head: head_at,
+            body: Utc::now(),
+            body_bytes: body.len(),
         };
         let extracted = off_the_runtime(body.len(), || {
             self.rules.extract(&matched, &head.view(), &body)
@@ -189,7 +203,10 @@ impl Capture {
                     on_response,
                 }
             }
-            (_, Extracted::Send(draft)) => self.send(rule, draft, parts, body, info, &head).await,
+            (_, Extracted::Send(draft)) => {
+                self.send(rule, draft, parts, body, (info, times), &head)
+                    .await
+            }
             _ => forward_bytes(parts, full_body(body)),
         }
     }
@@ -200,7 +217,7 @@ impl Capture {
         draft: crate::intercept::MailDraft,
         parts: http::request::Parts,
         body: Bytes,
-        info: ClientInfo,
+        (info, times): (ClientInfo, HttpTimes),
         head: &OwnedHead,
     ) -> Outcome {
         let action = rule.config.action;
@@ -269,6 +286,8 @@ impl Capture {
                 ),
             ));
         }
+        // The mail is taken: its one transcript starts here, with the request as it arrived.
+        let mut transcript = self.start_transcript(&mut record, &info, &times);
         let response = match action {
             Action::Relay => Some(match relay_response {
                 Some(r) => {
@@ -300,21 +319,110 @@ impl Capture {
             }),
             _ => None,
         };
+        let response = response.map(complete_head);
         if let Some(response) = &response {
             record.http_response_head = response_head(response);
         }
         // The durability line: the browser hears "sent" only once the mail is on disk.
-        if let Err(e) = self.spool.enqueue(&record, &message).await {
+        let stored = match crate::queue::MailId::parse(&record.id) {
+            Ok(id) => self.spool.enqueue_as(id, &record, &message, Utc::now()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
             tracing::error!(id = %record.id, error = %e, "could not store an intercepted mail");
-            return Outcome::Respond(crate::proxy::error_response(
+            if let Some((log, _)) = transcript.as_mut() {
+                log.note(&format!("the mail could not be stored, so it was not sent: {e}"));
+            }
+            let refusal = complete_head(crate::proxy::error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the mail could not be stored, so it was not sent: {e}"),
             ));
+            return Outcome::Respond(self.log_response(refusal, transcript, &info));
         }
         match response {
-            Some(response) => Outcome::Respond(response),
-            None => forward_bytes(parts, full_body(body)),
+            Some(response) => Outcome::Respond(self.log_response(response, transcript, &info)),
+            None => {
+                // tee: the webmail answers; its response goes into the transcript as written.
+                let ends = (info.client, info.proxy);
+                let on_response = transcript.map(|(log, pending)| {
+                    let path = log.path().to_path_buf();
+                    drop(log);
+                    let config = self.settings.log.clone();
+                    let hook: ResponseHook = Box::new(move |response: Response<ProxyBody>| {
+                        Box::pin(async move {
+                            let log = ResponseLog {
+                                path,
+                                config,
+                                ends,
+                                pending,
+                            };
+                            stamped(response, log)
+                        })
+                    });
+                    hook
+                });
+                Outcome::Forward {
+                    request: Request::from_parts(parts, full_body(body)),
+                    on_response,
+                }
+            }
         }
+    }
+
+    /// Creates the mail's `Log-*.txt` with the HTTP request (and the time the head arrived and
+    /// the body was complete), names it in `record.transcript`, and marks its HTTP part as in
+    /// progress. `None` (and a warning) when the logs directory cannot be written.
+    fn start_transcript(
+        &self,
+        record: &mut MailRecord,
+        info: &ClientInfo,
+        times: &HttpTimes,
+    ) -> Option<(TransLog, HttpPending)> {
+        let created = TransLog::create_for_mail(
+            &self.settings.logs_dir,
+            times.body,
+            &record.id,
+            &self.settings.log,
+        );
+        let mut log = match created {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(id = %record.id, error = %e, logs = %self.settings.logs_dir.display(), "cannot create the mail's transcript");
+                return None;
+            }
+        };
+        log.http_request((info.client, info.proxy), &record.http_head, *times);
+        record.transcript = log
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let pending = HttpPending::new(&record.id);
+        Some((log, pending))
+    }
+
+    /// `response` wrapped so its head and the time it was written reach the transcript.
+    fn log_response(
+        &self,
+        response: Response<ProxyBody>,
+        transcript: Option<(TransLog, HttpPending)>,
+        info: &ClientInfo,
+    ) -> Response<ProxyBody> {
+        let Some((log, pending)) = transcript else {
+            return response;
+        };
+        let path = log.path().to_path_buf();
+        if let Err(e) = log.finish() {
+            tracing::warn!(path = %path.display(), error = %e, "transcript incomplete");
+        }
+        stamped(
+            response,
+            ResponseLog {
+                path,
+                config: self.settings.log.clone(),
+                ends: (info.client, info.proxy),
+                pending,
+            },
+        )
     }
 
     /// After an upload reaches the webmail: read the id it assigned from its response.
@@ -393,14 +501,24 @@ fn too_large(head: &OwnedHead, limit: usize) -> Outcome {
     ))
 }
 
-/// The status line and header fields of a response, as text for the transaction log.
-fn response_head(response: &Response<ProxyBody>) -> String {
-    let mut out = format!("HTTP/1.1 {}\n", response.status());
-    for (name, value) in response.headers() {
-        out.push_str(&format!(
-            "{name}: {}\n",
-            String::from_utf8_lossy(value.as_bytes())
-        ));
+/// `response` with the fields the server would otherwise add on the way out (`Date`, and
+/// `Content-Length` for a body of known size) set now, so the head recorded for the transcript
+/// is the whole head the browser receives.
+fn complete_head(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    use hyper::body::Body as _;
+    let h = response.headers_mut();
+    if !h.contains_key(header::DATE) {
+        // RFC 9110 §5.6.7 IMF-fixdate.
+        let now = Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(v) = HeaderValue::from_str(&now) {
+            h.insert(header::DATE, v);
+        }
     }
-    out
+    if let Some(n) = response.body().size_hint().exact() {
+        response
+            .headers_mut()
+            .entry(header::CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(n));
+    }
+    response
 }

@@ -19,9 +19,11 @@
 //! - [`relay`]: delivery workers (spool → SMTP), per-recipient outcomes, retries, console.
 //! - [`report`]: RFC 3464 error reports to the sender.
 //! - [`private_fs`]: owner-only modes for the files that hold mail, transcripts and keys.
+//! - [`clock`]: the human-read time formats (local time with its offset).
 
 pub mod app;
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod intercept;
 pub mod mail;

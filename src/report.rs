@@ -65,8 +65,10 @@ pub fn build(
     if crate::mail::address::validate_addr(&original.sender).is_err() {
         return None;
     }
-    let boundary = format!("=_mailtap_report_{}", new_id(now).replace('-', "_"));
-    let date = now.to_rfc2822();
+    // The report's own id: its spool directory, Message-ID local part and transcript.
+    let id = new_id(now);
+    let boundary = format!("=_mailtap_report_{}", id.replace(['-', '.'], "_"));
+    let date = crate::clock::rfc5322(now);
     let subject = format!(
         "Undelivered Mail Returned to Sender: {}",
         shorten(&original.subject, 150)
@@ -77,8 +79,7 @@ pub fn build(
     m.push_str(&format!("Subject: {}\r\n", encode_header(&subject)));
     m.push_str(&format!("Date: {date}\r\n"));
     m.push_str(&format!(
-        "Message-ID: <{}@{}>\r\n",
-        new_id(now),
+        "Message-ID: <{id}@{}>\r\n",
         host_part(from)
     ));
     // RFC 3834 §5: an automatic response, so auto-responders do not answer it.
@@ -99,13 +100,18 @@ pub fn build(
     // Part 2: for programs (RFC 3464 §2.2, §2.3).
     m.push_str(&format!("\r\n--{boundary}\r\n"));
     m.push_str("Content-Type: message/delivery-status\r\n\r\n");
+    // RFC 3464 §2.2.1: the envelope id the original was submitted with — mailtap's id of it.
+    m.push_str(&format!(
+        "Original-Envelope-Id: {}\r\n",
+        one_line(&original.id)
+    ));
     m.push_str(&format!(
         "Reporting-MTA: dns; {}\r\n",
         one_line(&config.reporting_mta)
     ));
     m.push_str(&format!(
         "Arrival-Date: {}\r\n",
-        original.received.to_rfc2822()
+        crate::clock::rfc5322(original.received)
     ));
     for f in failures {
         m.push_str("\r\n");
@@ -134,7 +140,7 @@ pub fn build(
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
 
     let record = MailRecord {
-        id: new_id(now),
+        id,
         origin: Origin::Report,
         // RFC 5321 §4.5.5: notifications use the null reverse-path, so they can't loop.
         sender: String::new(),
@@ -153,6 +159,7 @@ pub fn build(
         // A report has no HTTP request of its own; its transcript says what it reports on.
         http_head: String::new(),
         http_response_head: String::new(),
+        transcript: None,
         rejected: None,
     };
     Some((record, bytes))
@@ -182,7 +189,11 @@ fn human_text(original: &MailRecord, failures: &[Failure]) -> String {
             t.push_str(&format!("        {}\r\n", one_line(line)));
         }
     }
-    t.push_str("\r\nThe headers of your message follow in the last part of this report.\r\n");
+    t.push_str(&format!(
+        "\r\nmailtap's id for your message: {} (its console, spool and Log-*.txt use it).\r\n",
+        one_line(&original.id)
+    ));
+    t.push_str("The headers of your message follow in the last part of this report.\r\n");
     t
 }
 
@@ -280,6 +291,7 @@ mod tests {
             received: Utc::now(),
             http_head: String::new(),
             http_response_head: String::new(),
+            transcript: None,
             rejected: None,
         }
     }

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
 
+mod mail;
 pub(crate) mod redact;
+pub use mail::{http_written, HttpPending, HttpTimes};
 use redact::redact_auth;
 pub use redact::{redact_head, sanitize_line};
 
@@ -206,8 +208,9 @@ impl TransLog {
                         error: None,
                     };
                     log.raw(&format!(
-                        "mailtap transaction log, started {} (local time)",
-                        format_timestamp(now.with_timezone(&Local))
+                        "mailtap transaction log, started {}; times are local time (UTC{})",
+                        crate::clock::precise(now),
+                        crate::clock::offset(now)
                     ));
                     log.raw("markers: C: sent by mailtap to the server, S: received from the server, -- note");
                     return Ok(log);
@@ -269,8 +272,7 @@ impl TransLog {
     }
 
     fn head(&mut self, title: &str, head: &str) {
-        let ts = format_timestamp(Local::now());
-        self.raw(&format!("=== {title} {ts}"));
+        self.section(title, Utc::now());
         for line in redact_head(head).lines() {
             self.raw(&sanitize_line(line));
         }
@@ -298,7 +300,8 @@ impl TransLog {
         self.in_auth = false;
         let name = sanitize_line(server_name);
         self.raw(&format!(
-            "=== SMTP attempt {n}: {local} -> {name} ({remote})"
+            "=== SMTP attempt {n}: {local} -> {name} ({remote}) at {}",
+            crate::clock::precise(Utc::now())
         ));
     }
 

@@ -88,6 +88,7 @@ impl MailDraft {
             received,
             http_head,
             http_response_head: String::new(),
+            transcript: None,
             rejected: None,
         }
     }

@@ -67,7 +67,11 @@ pub fn render(record: &MailRecord) -> Result<Vec<u8>, BuildError> {
             sanitize(&from.addr).into_owned(),
         ))
         .subject(sanitize(&record.subject))
-        .date(record.received.timestamp())
+        // Local time with its offset (RFC 5322 §3.3), the clock the sender reads.
+        .header(
+            "Date",
+            mail_builder::headers::raw::Raw::new(crate::clock::rfc5322(record.received)),
+        )
         .message_id(format!("{}@{}", sanitize(&record.id), domain));
     if !record.to.is_empty() {
         b = b.to(address_list(&record.to));

@@ -38,6 +38,7 @@ fn record() -> MailRecord {
         received: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         http_head: String::new(),
         http_response_head: String::new(),
+        transcript: None,
         rejected: None,
     }
 }

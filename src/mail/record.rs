@@ -4,10 +4,7 @@
 //! Owns the record's shape, its id generation and the redacted rendering of the intercepted HTTP
 //! head. Does not validate or render the mail (see `mail::build`) and holds no hyper/tokio types.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -104,7 +101,8 @@ pub enum RejectionKind {
 /// An intercepted (or generated) mail, complete and owned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailRecord {
-    /// Unique id: UTC time to the microsecond plus 64 random bits, hex.
+    /// The mail's one id (a [`crate::queue::MailId`]): spool directory, Message-ID local part,
+    /// transcript, console and reports all use it.
     pub id: String,
     pub origin: Origin,
     /// Envelope sender addr-spec (empty when `sender_source` is `Unknown`).
@@ -131,6 +129,10 @@ pub struct MailRecord {
     /// (relay mode); empty otherwise.
     #[serde(default)]
     pub http_response_head: String,
+    /// File name (in the logs directory) of this mail's `Log-*.txt`, created when the mail was
+    /// taken; every SMTP attempt is appended to it. `None` in records from before it existed.
+    #[serde(default)]
+    pub transcript: Option<String>,
     pub rejected: Option<Rejection>,
 }
 
@@ -141,15 +143,10 @@ impl MailRecord {
     }
 }
 
-/// A new unique record id: `YYYYmmddHHMMSSffffff-<16 hex>`; unique within the process (a
-/// counter is mixed in) and across processes with overwhelming probability.
+/// A new unique mail id (see [`crate::queue::MailId::new`]): the record keeps it, the spool
+/// names the mail's directory by it, and the Message-ID, transcript and reports show it.
 pub fn new_id(now: DateTime<Utc>) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
-    h.write_u32(std::process::id());
-    format!("{}-{:016x}", now.format("%Y%m%d%H%M%S%6f"), h.finish())
+    crate::queue::MailId::new(now).to_string()
 }
 
 /// Renders a request head as text (`METHOD URI HTTP/1.1` then `Name: value` lines, CRLF-free,

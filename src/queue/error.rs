@@ -34,6 +34,8 @@ pub enum QueueError {
     AlreadyClaimed(MailId),
     /// The mail is already delivered or failed; it can no longer change state.
     Finished(MailId),
+    /// A mail with this id is already in the spool (an id is never reused).
+    Duplicate(MailId),
     /// Another process holds the spool lock (`spool/lock`).
     Locked { path: PathBuf },
     /// A string that is not a valid mail id (wrong characters or length).
@@ -73,6 +75,7 @@ impl fmt::Display for QueueError {
             QueueError::Finished(id) => {
                 write!(f, "spool: mail {id} is already delivered or failed")
             }
+            QueueError::Duplicate(id) => write!(f, "spool: a mail with id {id} already exists"),
             QueueError::Locked { path } => write!(
                 f,
                 "spool: {} is locked by another mailtap process",

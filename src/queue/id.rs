@@ -1,10 +1,15 @@
 //! `MailId`: the spool's name for one mail, also the name of its directory on disk.
 //!
 //! Owns id syntax (validation of untrusted strings, e.g. from the web UI) and id generation.
-//! Ids sort by creation time within a process; uniqueness across processes comes from a random
-//! per-process nonce plus a per-process counter. It does not own any filesystem access.
+//! One id names a mail everywhere (console, tracing, spool directory, transcript, Message-ID
+//! local part, reports): it is made once, with the record, by [`MailId::new`]. Ids sort by
+//! creation time; the time in them is UTC and says so (`Z`), so the order does not depend on
+//! the `TZ` a process ran with. Uniqueness across processes comes from a random per-process
+//! nonce plus a per-process counter. It does not own any filesystem access.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,6 +40,15 @@ impl MailId {
         }
     }
 
+    /// A new id for a mail taken at `now`: unique in this process (a counter) and, through a
+    /// random per-process nonce, across processes sharing a spool.
+    pub fn new(now: DateTime<Utc>) -> MailId {
+        static NONCE: OnceLock<u32> = OnceLock::new();
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nonce = *NONCE.get_or_init(process_nonce);
+        MailId::generate(now, nonce, SEQ.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Builds the id for the `seq`-th mail of the process with nonce `nonce`, created at `at`:
     /// `YYYYmmddTHHMMSS.ffffffZ-<nonce hex>-<seq>` (UTC), always valid.
     pub(crate) fn generate(at: DateTime<Utc>, nonce: u32, seq: u64) -> MailId {
@@ -48,6 +62,20 @@ impl MailId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A random 32-bit value for this process (process id and start time, hashed with a random key).
+fn process_nonce() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
 }
 
 impl fmt::Display for MailId {

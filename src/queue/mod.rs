@@ -70,6 +70,8 @@ pub struct Claimed<R> {
 pub struct Spool<R> {
     store: Arc<Store>,
     notify: Arc<Notify>,
+    /// Signalled after each journaled completion (see [`Spool::settle_when_quiet`]).
+    journaled: Arc<Notify>,
     _record: PhantomData<fn() -> R>,
 }
 
@@ -78,6 +80,7 @@ impl<R> Clone for Spool<R> {
         Spool {
             store: Arc::clone(&self.store),
             notify: Arc::clone(&self.notify),
+            journaled: Arc::clone(&self.journaled),
             _record: PhantomData,
         }
     }
@@ -111,6 +114,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         Ok(Spool {
             store: Arc::new(store),
             notify: Arc::new(Notify::new()),
+            journaled: Arc::new(Notify::new()),
             _record: PhantomData,
         })
     }
@@ -146,7 +150,23 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         message: &[u8],
         now: DateTime<Utc>,
     ) -> Result<MailId, QueueError> {
-        let id = self.store.new_id(now);
+        self.enqueue_as(self.store.new_id(now), record, message, now)
+            .await
+    }
+
+    /// Like [`Spool::enqueue_at`], under the id the mail already has (its record's, made by
+    /// [`MailId::new`]), so the spool, the Message-ID and the transcript name it alike. Fails
+    /// (nothing stored) if a mail with this id is already in the spool.
+    pub async fn enqueue_as(
+        &self,
+        id: MailId,
+        record: &R,
+        message: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<MailId, QueueError> {
+        if self.store.contains(&id) {
+            return Err(QueueError::Duplicate(id));
+        }
         let meta = MailMeta::new(id.clone(), record, message.len() as u64, now);
         let created = meta.created;
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| QueueError::Json {
@@ -209,11 +229,43 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         let per_rcpt = per_rcpt.to_vec();
         // Syncing (or even rewriting meta.json for) every delivery cost most of the relay's
         // time on disk: completions go through the spool's journal.
-        self.change(id, Access::Claimer, Commit::Journal, move |m, _| {
-            m.apply_complete(&per_rcpt)
-        })
-        .await
-        .map(|_| ())
+        let res = self
+            .change(id, Access::Claimer, Commit::Journal, move |m, _| {
+                m.apply_complete(&per_rcpt)
+            })
+            .await
+            .map(|_| ());
+        self.journaled.notify_one();
+        res
+    }
+
+    /// Writes journaled completions into the mails' `meta.json` files once no completion came
+    /// for `quiet`, so what a person reads on disk agrees with mailtap shortly after the relay
+    /// goes idle (under load the journal is still applied in batches of 1 MiB). Runs until
+    /// `stop` turns true.
+    pub async fn settle_when_quiet(
+        &self,
+        quiet: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.journaled.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            // Quiet: a whole `quiet` with no further completion.
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(quiet) => break,
+                    _ = self.journaled.notified() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+            let store = Arc::clone(&self.store);
+            if let Err(e) = blocking(move || store.apply_journal_idle()).await {
+                tracing::warn!(error = %e, "spool: could not apply the journal; will retry");
+            }
+        }
     }
 
     /// Records a temporary failure of a claimed mail at `now`: the next attempt is scheduled by

@@ -27,7 +27,6 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -89,8 +88,6 @@ pub struct Store {
     config: QueueConfig,
     index: Mutex<Index>,
     journal: Mutex<Journal>,
-    nonce: u32,
-    seq: AtomicU64,
     recovery: RecoveryReport,
     /// Set once recovery succeeded; until then closing must not touch the journal.
     recovered: bool,
@@ -105,19 +102,6 @@ fn sync_dir(path: &Path) -> Result<(), QueueError> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync directory", path))
-}
-
-fn process_nonce() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
 }
 
 fn read_meta<R: DeserializeOwned>(path: &Path) -> Result<MailMeta<R>, QueueError> {
@@ -192,8 +176,6 @@ impl Store {
             config,
             index: Mutex::new(Index::default()),
             journal: Mutex::new(journal),
-            nonce: process_nonce(),
-            seq: AtomicU64::new(0),
             recovery: RecoveryReport::default(),
             recovered: false,
             _lock: lock,
@@ -232,9 +214,14 @@ impl Store {
         self.dirs[state.index()].path().join(id.as_str())
     }
 
+    /// Whether the spool knows a mail with this id (from memory).
+    pub fn contains(&self, id: &MailId) -> bool {
+        self.index().entries.contains_key(id)
+    }
+
     /// A fresh id for a mail enqueued at `now` (no disk access).
     pub fn new_id(&self, now: DateTime<Utc>) -> MailId {
-        MailId::generate(now, self.nonce, self.seq.fetch_add(1, Ordering::Relaxed))
+        MailId::new(now)
     }
 
     /// Durably stores a new mail and makes it claimable; returns only after the commit rename

@@ -49,6 +49,9 @@ pub const IN_FLIGHT: usize = 64;
 /// Most mails one worker claims at once (one spool read for all of them). A worker takes its
 /// share of what is waiting, so a short queue still spreads over every worker.
 const CLAIM_BATCH: usize = 8;
+/// Longest wait for the browser's response to reach a new mail's transcript before the first
+/// attempt appends to it.
+const HTTP_SECTION_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything a worker needs; shared by all workers.
 pub struct Relay {
@@ -162,7 +165,15 @@ impl Relay {
         session: &mut Option<Session>,
         more: bool,
     ) {
+        if mail.meta.attempts == 0 {
+            // The browser's response is written just after the mail is stored: let its
+            // section reach the transcript first, so the file reads in order.
+            crate::translog::http_written(mail.id.as_str(), HTTP_SECTION_WAIT).await;
+        }
         let (mut a, open) = self.begin(mail);
+        if a.record.transcript.is_none() {
+            self.remember_transcript(&mut a).await;
+        }
         if let Some(rejection) = a.record.rejected.clone() {
             return self
                 .spawn_conclusion(a, Conclusion::Rejected(rejection))
@@ -224,32 +235,15 @@ impl Relay {
         self.spawn_conclusion(a, conclusion).await;
     }
 
-    /// Opens the transaction log and lists the recipients still open.
+    /// Opens the mail's transcript (appending) and lists the recipients still open.
     fn begin(&self, mail: Claimed<MailRecord>) -> (Attempt, Vec<String>) {
         let Claimed {
             id, meta, message, ..
         } = mail;
         let record = meta.record;
         let attempt = meta.attempts + 1;
-        let mut log = match TransLog::create_with(&self.logs_dir, Utc::now(), &self.log) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, logs = %self.logs_dir.display(), "cannot create the transaction log; delivering anyway");
-                None
-            }
-        };
+        let mut log = transcript::open_for_attempt(&self.logs_dir, &self.log, &record);
         if let Some(log) = log.as_mut() {
-            if record.origin == Origin::Report {
-                log.note(&format!(
-                    "error report written by mailtap: {}",
-                    record.subject
-                ));
-            } else {
-                log.http_request_head(&record.http_head);
-            }
-            if !record.http_response_head.is_empty() {
-                log.http_response_head(&record.http_response_head);
-            }
             log.note(&format!(
                 "mail {} ({:?}), attempt {attempt}: sender {} ({:?}), {} recipient(s), {} bytes",
                 record.id,
@@ -280,8 +274,28 @@ impl Relay {
             remote: None,
             log,
             outcome: Vec::new(),
+            final_outcome: None,
+            report: None,
         };
         (attempt, open)
+    }
+
+    /// A mail from before transcripts were named in the record (or whose transcript could not
+    /// be created when it was taken): remember the one this attempt opened, so later attempts
+    /// append to it.
+    async fn remember_transcript(&self, a: &mut Attempt) {
+        let Some(name) = a
+            .log
+            .as_ref()
+            .and_then(|l| l.path().file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            return;
+        };
+        a.record.transcript = Some(name);
+        if let Err(e) = self.spool.update_record(&a.id, &a.record).await {
+            tracing::warn!(id = %a.id, error = %e, "cannot remember the transcript's name; a later attempt starts a new one");
+        }
     }
 
     /// Runs the bookkeeping of a finished exchange in its own task, holding one of the bounded
@@ -299,11 +313,10 @@ impl Relay {
 
     async fn conclude(&self, mut a: Attempt, conclusion: Conclusion) {
         match conclusion {
-            Conclusion::NothingOpen => {
-                if let Err(e) = self.spool.complete(&a.id, &[]).await {
-                    self.bookkeeping_failed(&a.id, "complete", &e);
-                }
-            }
+            Conclusion::NothingOpen => match self.spool.complete(&a.id, &[]).await {
+                Ok(()) => a.final_outcome = Some("finished (no recipient was left open)".into()),
+                Err(e) => self.bookkeeping_failed(&a.id, "complete", &e),
+            },
             Conclusion::Rejected(rejection) => {
                 // Rejected at interception: nothing went to the server; the sender hears why.
                 let reason = format!("not relayed: {}", rejection.reason);
@@ -318,8 +331,9 @@ impl Relay {
                 }
                 a.say(&reason);
                 self.queue_report(&mut a, &failures).await;
-                if let Err(e) = self.spool.fail(&a.id, &reason).await {
-                    self.bookkeeping_failed(&a.id, "fail", &e);
+                match self.spool.fail(&a.id, &reason).await {
+                    Ok(()) => a.final_outcome = Some(format!("FAILED: {reason}")),
+                    Err(e) => self.bookkeeping_failed(&a.id, "fail", &e),
                 }
             }
             Conclusion::SetupFailed(open, error) => {
@@ -381,8 +395,9 @@ impl Relay {
             self.queue_report(a, &failures).await;
         }
         if deferred.is_empty() {
-            if let Err(e) = self.spool.complete(&a.id, &per_rcpt).await {
-                self.bookkeeping_failed(&a.id, "complete", &e);
+            match self.spool.complete(&a.id, &per_rcpt).await {
+                Ok(()) => a.final_outcome = Some(final_summary(&per_rcpt)),
+                Err(e) => self.bookkeeping_failed(&a.id, "complete", &e),
             }
         } else {
             let reason = deferred.join("; ");
@@ -424,8 +439,9 @@ impl Relay {
             })
             .collect();
         self.queue_report(a, &failures).await;
-        if let Err(e) = self.spool.fail(&a.id, &text).await {
-            self.bookkeeping_failed(&a.id, "fail", &e);
+        match self.spool.fail(&a.id, &text).await {
+            Ok(()) => a.final_outcome = Some(format!("FAILED (all recipients): {text}")),
+            Err(e) => self.bookkeeping_failed(&a.id, "fail", &e),
         }
     }
 
@@ -435,6 +451,7 @@ impl Relay {
             Ok(MailState::Failed) => {
                 let gave_up = format!("gave up retrying: {reason}");
                 a.say(&gave_up);
+                a.final_outcome = Some(format!("FAILED: {gave_up}"));
                 let failures: Vec<Failure> = per_rcpt
                     .iter()
                     .filter(|(_, s)| matches!(s, RcptStatus::Deferred(_)))
@@ -456,12 +473,7 @@ impl Relay {
                     .await
                     .ok()
                     .flatten()
-                    .map(|m| {
-                        m.next_attempt
-                            .with_timezone(&chrono::Local)
-                            .format("%H:%M:%S")
-                            .to_string()
-                    })
+                    .map(|m| crate::clock::console(m.next_attempt))
                     .unwrap_or_default();
                 a.say(&format!("will retry at {next}"));
             }
@@ -482,12 +494,58 @@ impl Relay {
         let line = match built {
             None if a.record.origin == Origin::Report => "no report about a report".to_string(),
             None => "no error report: the mail has no sender address to report to".to_string(),
-            Some((report, bytes)) => match self.spool.enqueue(&report, &bytes).await {
-                Ok(rid) => format!("error report to {} queued as {rid}", a.record.sender),
-                Err(e) => format!("error report could not be queued: {e}"),
-            },
+            Some((mut report, bytes)) => {
+                self.start_report_transcript(&mut report, a);
+                match self.enqueue_report(&report, &bytes).await {
+                    Ok(rid) => {
+                        let line = format!("error report to {} queued as {rid}", a.record.sender);
+                        a.report = Some(rid);
+                        line
+                    }
+                    Err(e) => format!("error report could not be queued: {e}"),
+                }
+            }
         };
         a.say(&line);
+    }
+
+    /// Creates the report's own transcript (named in `report.transcript`), saying which mail
+    /// it reports on; its attempts are appended there.
+    fn start_report_transcript(&self, report: &mut MailRecord, about: &Attempt) {
+        match TransLog::create_for_mail(&self.logs_dir, report.received, &report.id, &self.log) {
+            Ok(mut log) => {
+                let original = about
+                    .log
+                    .as_ref()
+                    .and_then(|l| l.path().file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "(no transcript)".into());
+                log.note(&format!(
+                    "error report written by mailtap about mail {} ({original}): {}",
+                    about.id, report.subject
+                ));
+                report.transcript = log
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+                if let Err(e) = log.finish() {
+                    tracing::warn!(error = %e, "report transcript incomplete");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, logs = %self.logs_dir.display(), "cannot create the report's transcript")
+            }
+        }
+    }
+
+    /// Stores a report under its own id (the one its Message-ID shows).
+    async fn enqueue_report(
+        &self,
+        report: &MailRecord,
+        bytes: &[u8],
+    ) -> Result<MailId, crate::queue::QueueError> {
+        let id = MailId::parse(&report.id)?;
+        self.spool.enqueue_as(id, report, bytes, Utc::now()).await
     }
 
     /// The spool could not record an outcome (disk full, I/O error): give the claim back so the
@@ -505,10 +563,20 @@ impl Relay {
             record,
             message,
             remote,
-            log,
+            mut log,
             mut outcome,
+            final_outcome,
+            report,
             ..
         } = a;
+        if let (Some(log), Some(end)) = (log.as_mut(), final_outcome) {
+            log.section("final outcome", Utc::now());
+            log.note(&format!("mail {}: {end}", record.id));
+            match report {
+                Some(rid) => log.note(&format!("error report to the sender: mail {rid}")),
+                None => log.note("no error report"),
+            }
+        }
         if let Some(log) = log {
             match log.finish() {
                 Ok(path) => outcome.push(format!("transcript {}", path.display())),
@@ -533,6 +601,11 @@ struct Attempt {
     log: Option<TransLog>,
     /// Outcome lines for the console.
     outcome: Vec<String>,
+    /// Set when this attempt ended the mail (delivered or failed): the transcript's last
+    /// section says so, with the error report's id when one was queued.
+    final_outcome: Option<String>,
+    /// The id of the error report queued in this attempt.
+    report: Option<MailId>,
 }
 
 impl Attempt {
@@ -557,6 +630,20 @@ enum Conclusion {
     Failed(Vec<String>, smtp::Error),
     /// The transaction ran; per-recipient outcomes inside.
     Sent(smtp::Delivery),
+}
+
+/// The last line of a finished mail's transcript: how many recipients got it, how many not.
+fn final_summary(per_rcpt: &[(String, RcptStatus)]) -> String {
+    let delivered = per_rcpt
+        .iter()
+        .filter(|(_, s)| matches!(s, RcptStatus::Delivered))
+        .count();
+    let refused = per_rcpt.len() - delivered;
+    if refused == 0 {
+        format!("DELIVERED to all {delivered} recipient(s)")
+    } else {
+        format!("finished: delivered to {delivered}, refused for {refused} recipient(s)")
+    }
 }
 
 /// Same mailbox: local part exactly, domain case-insensitively (RFC 5321 §2.4).

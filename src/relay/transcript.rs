@@ -7,11 +7,10 @@
 
 use std::net::SocketAddr;
 
-use chrono::Local;
-
+use crate::mail::record::Origin;
 use crate::mail::MailRecord;
 use crate::smtp::{Transcript, TranscriptEvent};
-use crate::translog::TransLog;
+use crate::translog::{LogConfig, TransLog};
 
 /// The SMTP client's events, written into one mail's transaction log.
 pub struct LogTranscript<'a> {
@@ -71,7 +70,7 @@ pub fn console_summary(record: &MailRecord, server: &str, bytes: usize, outcome:
     let mut out = String::new();
     out.push_str(&format!(
         "[{}] mail {} ({:?})\n",
-        Local::now().format("%Y-%m-%d %H:%M:%S"),
+        crate::clock::console(chrono::Utc::now()),
         record.id,
         record.origin
     ));
@@ -98,4 +97,52 @@ pub fn console_summary(record: &MailRecord, server: &str, bytes: usize, outcome:
         out.push_str(&format!("  => {}\n", clean(line)));
     }
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
+/// The mail's transcript, opened for appending this attempt: the file named in the record
+/// (created when the mail was taken), or — for a record that names none, or whose file is
+/// gone — a new one, which then starts with what the record knows of the HTTP exchange.
+/// `None` (and a warning) when no transcript can be written; delivery goes on regardless.
+pub fn open_for_attempt(
+    logs_dir: &std::path::Path,
+    config: &LogConfig,
+    record: &MailRecord,
+) -> Option<TransLog> {
+    let named = record
+        .transcript
+        .as_deref()
+        .filter(|n| n.starts_with("Log-") && !n.contains(['/', '\\']) && !n.contains(".."));
+    if let Some(name) = named {
+        let path = logs_dir.join(name);
+        match TransLog::reopen(&path, config) {
+            Ok(log) => return Some(log),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(id = %record.id, path = %path.display(), "the mail's transcript is gone; starting a new one");
+            }
+            Err(e) => {
+                tracing::warn!(id = %record.id, path = %path.display(), error = %e, "cannot append to the mail's transcript");
+                return None;
+            }
+        }
+    }
+    let mut log = match TransLog::create_for_mail(logs_dir, record.received, &record.id, config) {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::warn!(id = %record.id, error = %e, logs = %logs_dir.display(), "cannot create the mail's transcript; delivering anyway");
+            return None;
+        }
+    };
+    if let Some(name) = named {
+        log.note(&format!("{name} was removed; this transcript continues it"));
+    }
+    if record.origin == Origin::Report {
+        log.note(&format!("error report written by mailtap: {}", record.subject));
+    } else {
+        log.note("HTTP exchange as stored with the mail (its times were not recorded):");
+        log.http_request_head(&record.http_head);
+        if !record.http_response_head.is_empty() {
+            log.http_response_head(&record.http_response_head);
+        }
+    }
+    Some(log)
 }

@@ -30,6 +30,32 @@ pub struct StoredEnvelope {
     pub tls: bool,
     /// The AUTH identity, when the client authenticated.
     pub auth_user: Option<String>,
+    /// The message's `Message-ID` (without `<>`), when it has one. For mail relayed by mailtap
+    /// its local part is the mail's id — the one its console, spool and Log-*.txt show.
+    #[serde(default)]
+    pub message_id: Option<String>,
+}
+
+/// The first `Message-ID` field of `message`'s header section, without `<>` and whitespace;
+/// `None` when there is none or it is not one line of at most 998 bytes.
+pub fn message_id_of(message: &[u8]) -> Option<String> {
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"message-id") || line.len() > 998 {
+            continue;
+        }
+        let value = std::str::from_utf8(&line[colon + 1..]).ok()?.trim();
+        let value = value.trim_start_matches('<').trim_end_matches('>').trim();
+        let clean = !value.is_empty() && !value.chars().any(|c| c.is_control());
+        return clean.then(|| value.to_string());
+    }
+    None
 }
 
 /// One message found by [`Mailbox::list`].
@@ -89,6 +115,7 @@ impl Mailbox {
         // tightened (its files are then out of reach of other users).
         crate::private_fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         crate::private_fs::tighten_logged(&dir, "the built-in mailbox");
+        remove_stale_tmp(&dir);
         Ok(Mailbox {
             dir,
             counter: AtomicU64::new(0),
@@ -136,11 +163,19 @@ impl Mailbox {
             .create_new(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        f.write_all(bytes)
+        let written = f
+            .write_all(bytes)
             .and_then(|_| if self.fsync { f.sync_all() } else { Ok(()) })
-            .map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &fin).map_err(io_err(&fin))
+            .map_err(io_err(&tmp))
+            .and_then(|_| {
+                drop(f);
+                fs::rename(&tmp, &fin).map_err(io_err(&fin))
+            });
+        if written.is_err() {
+            // A full disk must not fill up further with the halves of failed writes.
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Every complete message in `dir` (a `.json` with its `.eml`), sorted by id (= arrival
@@ -169,6 +204,30 @@ impl Mailbox {
         }
         out.sort_by(|a, b| a.envelope.id.cmp(&b.envelope.id));
         Ok(out)
+    }
+}
+
+/// Removes `.*.tmp` files a crash or a failed write left in `dir` (they never hold a complete
+/// message: the rename to the final name is the commit). Failures are logged, not fatal.
+fn remove_stale_tmp(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut removed = 0usize;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale mailbox temp file")
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "mailbox: removed temp files of unfinished writes");
     }
 }
 

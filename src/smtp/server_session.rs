@@ -346,6 +346,7 @@ impl Conn {
             size: msg.len() as u64,
             tls: self.stream.as_ref().is_some_and(Stream::is_tls),
             auth_user: self.auth_user.clone(),
+            message_id: super::mailbox::message_id_of(&msg),
         };
         let shared = self.shared.clone();
         let id = env.id.clone();

@@ -373,6 +373,13 @@ impl Store {
         Ok(())
     }
 
+    /// Applies everything pending now, in the caller's thread (waiting for a running apply
+    /// first): used when the relay has gone quiet.
+    pub(in crate::queue) fn apply_journal_idle(&self) -> Result<(), QueueError> {
+        let mut j = self.journal();
+        self.apply_journal_now(&mut j)
+    }
+
     /// Applies everything now (waiting for a running apply first): used when the store closes.
     fn apply_journal_now(&self, j: &mut Journal) -> Result<(), QueueError> {
         let Some(work) = j.seal(|s, id| self.dir_of(s, id), true)? else {
