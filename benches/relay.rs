@@ -191,6 +191,7 @@ async fn relay_run(
             console: false,
         },
         in_flight: Arc::new(tokio::sync::Semaphore::new(mailtap::relay::IN_FLIGHT)),
+        spool_trouble: Default::default(),
     });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let cpu_before = cpu_us();

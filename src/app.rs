@@ -119,6 +119,7 @@ impl App {
             report: config.report.clone(),
             config: config.relay.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(crate::relay::IN_FLIGHT)),
+            spool_trouble: Default::default(),
         });
         Ok(App {
             proxy,

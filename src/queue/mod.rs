@@ -346,6 +346,15 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         Ok(())
     }
 
+    /// Gives up a claim after the spool could not record an outcome: the mail is not due
+    /// again before `not_before` (kept in memory; on disk it keeps its recorded time), so a
+    /// spool that cannot be written is not retried in a tight loop.
+    pub fn release_until(&self, id: &MailId, not_before: DateTime<Utc>) -> Result<(), QueueError> {
+        self.store.release_until(id, Some(not_before))?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
     /// Removes finished (delivered/failed) mail older than `[queue].keep_finished_secs` at
     /// `now`, at most `max` of them (oldest first); returns how many. Nothing when finished
     /// mail is kept forever.

@@ -9,6 +9,7 @@ mod transcript;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ const CLAIM_BATCH: usize = 8;
 /// Longest wait for the browser's response to reach a new mail's transcript before the first
 /// attempt appends to it.
 const HTTP_SECTION_WAIT: Duration = Duration::from_secs(2);
+/// Back-off after the first outcome the spool could not record; doubles to [`SPOOL_BACKOFF_MAX`].
+const SPOOL_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const SPOOL_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Everything a worker needs; shared by all workers.
 pub struct Relay {
@@ -64,6 +68,8 @@ pub struct Relay {
     pub config: RelayConfig,
     /// Bounds the bookkeeping tasks running behind the workers.
     pub in_flight: Arc<Semaphore>,
+    /// Consecutive outcomes the spool could not record (0 = healthy).
+    pub spool_trouble: AtomicU32,
 }
 
 impl Relay {
@@ -314,7 +320,10 @@ impl Relay {
     async fn conclude(&self, mut a: Attempt, conclusion: Conclusion) {
         match conclusion {
             Conclusion::NothingOpen => match self.spool.complete(&a.id, &[]).await {
-                Ok(()) => a.final_outcome = Some("finished (no recipient was left open)".into()),
+                Ok(()) => {
+                    self.bookkeeping_ok();
+                    a.final_outcome = Some("finished (no recipient was left open)".into());
+                }
                 Err(e) => self.bookkeeping_failed(&a.id, "complete", &e),
             },
             Conclusion::Rejected(rejection) => {
@@ -332,7 +341,10 @@ impl Relay {
                 a.say(&reason);
                 self.queue_report(&mut a, &failures).await;
                 match self.spool.fail(&a.id, &reason).await {
-                    Ok(()) => a.final_outcome = Some(format!("FAILED: {reason}")),
+                    Ok(()) => {
+                        self.bookkeeping_ok();
+                        a.final_outcome = Some(format!("FAILED: {reason}"));
+                    }
                     Err(e) => self.bookkeeping_failed(&a.id, "fail", &e),
                 }
             }
@@ -396,7 +408,10 @@ impl Relay {
         }
         if deferred.is_empty() {
             match self.spool.complete(&a.id, &per_rcpt).await {
-                Ok(()) => a.final_outcome = Some(final_summary(&per_rcpt)),
+                Ok(()) => {
+                    self.bookkeeping_ok();
+                    a.final_outcome = Some(final_summary(&per_rcpt));
+                }
                 Err(e) => self.bookkeeping_failed(&a.id, "complete", &e),
             }
         } else {
@@ -440,7 +455,10 @@ impl Relay {
             .collect();
         self.queue_report(a, &failures).await;
         match self.spool.fail(&a.id, &text).await {
-            Ok(()) => a.final_outcome = Some(format!("FAILED (all recipients): {text}")),
+            Ok(()) => {
+                self.bookkeeping_ok();
+                a.final_outcome = Some(format!("FAILED (all recipients): {text}"));
+            }
             Err(e) => self.bookkeeping_failed(&a.id, "fail", &e),
         }
     }
@@ -449,6 +467,7 @@ impl Relay {
     async fn defer(&self, a: &mut Attempt, per_rcpt: &[(String, RcptStatus)], reason: &str) {
         match self.spool.defer(&a.id, per_rcpt, reason, Utc::now()).await {
             Ok(MailState::Failed) => {
+                self.bookkeeping_ok();
                 let gave_up = format!("gave up retrying: {reason}");
                 a.say(&gave_up);
                 a.final_outcome = Some(format!("FAILED: {gave_up}"));
@@ -467,6 +486,7 @@ impl Relay {
                 self.queue_report(a, &failures).await;
             }
             Ok(_) => {
+                self.bookkeeping_ok();
                 let next = self
                     .spool
                     .get(&a.id)
@@ -549,12 +569,32 @@ impl Relay {
     }
 
     /// The spool could not record an outcome (disk full, I/O error): give the claim back so the
-    /// mail is tried again in this run rather than held until a restart. At worst a recipient
-    /// gets it twice (at-least-once), never not at all.
+    /// mail is tried again in this run rather than held until a restart — but not before a
+    /// back-off that doubles with every consecutive failure (1 s … 5 min), so a full disk does
+    /// not turn the relay into a loop. The first failure is said loudly, the rest quietly,
+    /// until the spool can be written again. At worst a recipient gets a mail twice
+    /// (at-least-once), never not at all.
     fn bookkeeping_failed(&self, id: &MailId, op: &str, error: &crate::queue::QueueError) {
-        tracing::error!(%id, op, %error, "cannot record the delivery outcome; the mail will be tried again");
-        if let Err(e) = self.spool.release(id) {
+        let failures = self.spool_trouble.fetch_add(1, Ordering::Relaxed);
+        let delay = SPOOL_BACKOFF_FIRST
+            .saturating_mul(1 << failures.min(16))
+            .min(SPOOL_BACKOFF_MAX);
+        if failures == 0 {
+            tracing::error!(%id, op, %error, "the spool cannot be written (is the disk full?); mail waits and is retried with back-off, up to every {} s, until it can", SPOOL_BACKOFF_MAX.as_secs());
+        } else {
+            tracing::debug!(%id, op, %error, failures, "spool still cannot be written");
+        }
+        let not_before = Utc::now() + delay;
+        if let Err(e) = self.spool.release_until(id, not_before) {
             tracing::error!(%id, error = %e, "cannot release the claim either");
+        }
+    }
+
+    /// An outcome was recorded: if the spool had been failing, say that it recovered.
+    fn bookkeeping_ok(&self) {
+        let failures = self.spool_trouble.swap(0, Ordering::Relaxed);
+        if failures > 0 {
+            tracing::warn!(failures, "the spool can be written again; delivery goes on");
         }
     }
 

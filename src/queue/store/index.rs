@@ -90,6 +90,16 @@ impl Store {
 
     /// Makes a claimed mail claimable again without changing it. `NotClaimed` if unclaimed.
     pub fn release(&self, id: &MailId) -> Result<(), QueueError> {
+        self.release_until(id, None)
+    }
+
+    /// Like [`Store::release`], and the mail is not due again before `not_before` (in memory
+    /// only: on disk it keeps its recorded `next_attempt`).
+    pub fn release_until(
+        &self,
+        id: &MailId,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Result<(), QueueError> {
         let mut idx = self.index();
         let e = idx
             .entries
@@ -99,10 +109,12 @@ impl Store {
         if !e.claimed {
             return Err(QueueError::NotClaimed(id.clone()));
         }
+        let next_attempt = not_before.map_or(e.next_attempt, |t| t.max(e.next_attempt));
         idx.insert(
             id.clone(),
             Entry {
                 claimed: false,
+                next_attempt,
                 ..e
             },
         );

@@ -96,6 +96,7 @@ fn decode(data: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
 }
 
 /// Writes `json` as `dir/meta.json` atomically (tmp file, fsync, rename, fsync of `dir`).
+/// A failed write removes its tmp file (a full disk must not stay full of halves).
 pub(super) fn write_meta_atomic(dir: &Path, json: &[u8]) -> Result<(), QueueError> {
     let tmp = dir.join(META_TMP);
     let mut f = crate::private_fs::options()
@@ -104,9 +105,17 @@ pub(super) fn write_meta_atomic(dir: &Path, json: &[u8]) -> Result<(), QueueErro
         .truncate(true)
         .open(&tmp)
         .map_err(io_err("create metadata tmp", &tmp))?;
-    f.write_all(json)
-        .map_err(io_err("write metadata tmp", &tmp))?;
-    f.sync_all().map_err(io_err("fsync metadata tmp", &tmp))?;
+    let written = f
+        .write_all(json)
+        .map_err(io_err("write metadata tmp", &tmp))
+        .and_then(|_| f.sync_all().map_err(io_err("fsync metadata tmp", &tmp)));
+    drop(f);
+    if let Err(e) = written {
+        if let Err(rm) = fs::remove_file(&tmp) {
+            tracing::warn!(path = %tmp.display(), error = %rm, "could not remove a failed metadata write");
+        }
+        return Err(e);
+    }
     let final_path = dir.join(META_FILE);
     fs::rename(&tmp, &final_path).map_err(io_err("commit metadata", &final_path))?;
     sync_dir(dir)
