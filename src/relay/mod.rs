@@ -225,7 +225,7 @@ impl Relay {
             }
         }
         let Some(s) = session.as_mut() else { return };
-        let result = s.send(&envelope, &a.message, &mut t).await;
+        let result = send_in_transactions(s, envelope, &a.message, &mut t).await;
         // Nothing else due: end the session now, so this transcript shows the QUIT too.
         let more_due = more || self.spool.next_due().is_some_and(|due| due <= Utc::now());
         if !more_due || !s.is_usable() {
@@ -236,7 +236,7 @@ impl Relay {
         a.remote = t.remote;
         let conclusion = match result {
             Err(e) => Conclusion::Failed(open, e),
-            Ok(delivery) => Conclusion::Sent(delivery),
+            Ok(sent) => Conclusion::Sent(sent),
         };
         self.spawn_conclusion(a, conclusion).await;
     }
@@ -366,12 +366,54 @@ impl Relay {
         self.finish(a);
     }
 
-    /// Per-recipient outcome of a transaction that reached RCPT.
-    async fn sent(&self, a: &mut Attempt, delivery: &smtp::Delivery) {
-        let data_error = delivery.data_error();
+    /// Per-recipient outcome of the transactions that reached RCPT.
+    async fn sent(&self, a: &mut Attempt, sent: &Transactions) {
         let mut per_rcpt = Vec::new();
         let mut failures = Vec::new();
         let mut deferred = Vec::new();
+        for delivery in &sent.done {
+            self.outcomes(a, delivery, &mut per_rcpt, &mut failures, &mut deferred);
+        }
+        if let Some((rest, error)) = &sent.rest {
+            // A further transaction could not run: its recipients wait (or fail) as a whole.
+            let text = error.to_string();
+            for rcpt in rest {
+                if error.is_transient() {
+                    a.say(&format!("deferred {rcpt}: {text}"));
+                    per_rcpt.push((rcpt.clone(), RcptStatus::Deferred(text.clone())));
+                    deferred.push(text.clone());
+                } else {
+                    a.say(&format!("REJECTED {rcpt}: {text}"));
+                    per_rcpt.push((rcpt.clone(), RcptStatus::Failed(text.clone())));
+                    failures.push(Failure {
+                        recipient: rcpt.clone(),
+                        status: error
+                            .reply()
+                            .map_or_else(|| "5.0.0".into(), |r| status_of(r, "5.0.0")),
+                        command: error.command().map(str::to_string),
+                        diagnostic: error
+                            .reply()
+                            .map_or_else(|| text.clone(), |r| r.lines.join("\n")),
+                        from_server: error.reply().is_some(),
+                        remote_mta: Some(self.smtp.host.clone()),
+                    });
+                }
+            }
+        }
+        self.settle(a, per_rcpt, failures, deferred).await;
+    }
+
+    /// The outcome of each recipient of one transaction, as spool status, report entries and
+    /// deferral reasons.
+    fn outcomes(
+        &self,
+        a: &mut Attempt,
+        delivery: &smtp::Delivery,
+        per_rcpt: &mut Vec<(String, RcptStatus)>,
+        failures: &mut Vec<Failure>,
+        deferred: &mut Vec<String>,
+    ) {
+        let data_error = delivery.data_error();
         for (rcpt, status) in &delivery.per_rcpt {
             let reply = status.reply();
             let text = reply.one_line();
@@ -403,6 +445,16 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Records the per-recipient outcome: a report for the failures, then complete or defer.
+    async fn settle(
+        &self,
+        a: &mut Attempt,
+        per_rcpt: Vec<(String, RcptStatus)>,
+        failures: Vec<Failure>,
+        deferred: Vec<String>,
+    ) {
         if !failures.is_empty() {
             self.queue_report(a, &failures).await;
         }
@@ -668,8 +720,59 @@ enum Conclusion {
     SetupFailed(Vec<String>, smtp::Error),
     /// The transaction failed as a whole for these open recipients.
     Failed(Vec<String>, smtp::Error),
-    /// The transaction ran; per-recipient outcomes inside.
-    Sent(smtp::Delivery),
+    /// The transaction(s) ran; per-recipient outcomes inside.
+    Sent(Transactions),
+}
+
+/// The transactions one attempt took (more than one when the server limits recipients per
+/// transaction), and — when a further one could not run — its recipients and why.
+struct Transactions {
+    done: Vec<smtp::Delivery>,
+    rest: Option<(Vec<String>, smtp::Error)>,
+}
+
+/// Most transactions one attempt runs for one mail (each must deliver to someone).
+const MAX_TRANSACTIONS: usize = 1000;
+
+/// Sends `envelope` in as many transactions as the server needs: RFC 5321 §4.5.3.1.10 — the
+/// recipients a server refuses with `452 4.5.3` (too many recipients) after accepting the
+/// message for others go in a further transaction on the same session at once. Each further
+/// transaction must make progress, so this ends. `Err` only when the first transaction failed
+/// as a whole.
+async fn send_in_transactions(
+    s: &mut Session,
+    mut envelope: smtp::Envelope,
+    message: &[u8],
+    t: &mut LogTranscript<'_>,
+) -> Result<Transactions, smtp::Error> {
+    let mut done: Vec<smtp::Delivery> = Vec::new();
+    loop {
+        let mut delivery = match s.send(&envelope, message, t).await {
+            Ok(d) => d,
+            Err(e) if done.is_empty() => return Err(e),
+            Err(e) => {
+                return Ok(Transactions {
+                    done,
+                    rest: Some((envelope.rcpts, e)),
+                })
+            }
+        };
+        let more = delivery.over_the_limit();
+        if more.is_empty() || done.len() + 1 >= MAX_TRANSACTIONS || !s.is_usable() {
+            done.push(delivery);
+            return Ok(Transactions { done, rest: None });
+        }
+        if let Some(log) = t.log.as_deref_mut() {
+            log.note(&format!(
+                "the server takes {} recipient(s) per transaction (452 4.5.3): the other {} go in a new transaction now (RFC 5321 §4.5.3.1.10)",
+                delivery.per_rcpt.len() - more.len(),
+                more.len()
+            ));
+        }
+        delivery.per_rcpt.retain(|(r, _)| !more.contains(r));
+        done.push(delivery);
+        envelope.rcpts = more;
+    }
 }
 
 /// The last line of a finished mail's transcript: how many recipients got it, how many not.

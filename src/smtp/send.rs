@@ -80,6 +80,28 @@ impl Delivery {
     pub fn all_delivered(&self) -> bool {
         self.per_rcpt.iter().all(|(_, s)| s.is_accepted())
     }
+    /// Recipients the server would not take in this transaction only because it had taken
+    /// enough (RFC 5321 §4.5.3.1.10: `452`, enhanced `4.5.3` when given), while it accepted the
+    /// message for others: they belong in a further transaction now, not in a retry later.
+    /// Empty when the message was not accepted for anyone (then a 452 is an ordinary deferral).
+    pub fn over_the_limit(&self) -> Vec<String> {
+        let accepted = self.data_reply.as_ref().is_some_and(Reply::is_positive)
+            && self.per_rcpt.iter().any(|(_, s)| s.is_accepted());
+        if !accepted {
+            return Vec::new();
+        }
+        self.per_rcpt
+            .iter()
+            .filter(|(_, s)| {
+                let r = s.reply();
+                s.is_transient()
+                    && r.code == 452
+                    && r.enhanced.is_none_or(|e| (e.class, e.subject, e.detail) == (4, 5, 3))
+            })
+            .map(|(rcpt, _)| rcpt.clone())
+            .collect()
+    }
+
     /// The DATA-stage failure as an [`Error`] (for `is_transient` and reports), if any.
     pub fn data_error(&self) -> Option<Error> {
         let reply = self.data_reply.as_ref()?;
