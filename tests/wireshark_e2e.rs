@@ -226,3 +226,86 @@ async fn tshark_decodes_the_webmail_post_and_the_relayed_smtp() {
         "capture holds both conversations:\n{all}"
     );
 }
+
+/// The instant in a transcript heading `=== <title> <YYYY-mm-dd HH:MM:SS.ffffff +hh:mm>`.
+fn heading_time(log: &str, title: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("=== ") && l.contains(title))
+        .unwrap_or_else(|| panic!("no heading {title:?} in:\n{log}"));
+    let stamp = &line[line.len() - "2026-01-01 00:00:00.000000 +00:00".len()..];
+    chrono::DateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.6f %:z")
+        .unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[tokio::test]
+async fn transcript_http_times_match_what_tshark_saw() {
+    // Guards: the Log's "head received" is when the request reached the proxy and its "head
+    // written" is when the response left it, as a capture on the proxy port shows them.
+    let Some(tshark_bin) = tshark::require() else {
+        return;
+    };
+    let Started {
+        app, proxy, dir, ..
+    } = start_mailtap().await;
+    let pcap = dir.path().join("times.pcapng");
+    let capture =
+        tshark::Capture::start(&tshark_bin, &format!("tcp port {}", proxy.port()), &pcap).await;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = stop_rx.await;
+    }));
+    let response = post(proxy, &roundcube_send("bob@example.org", "", SUBJECT, "t"))
+        .await
+        .unwrap_or_else(|e| panic!("post through the proxy: {e:?}"));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let log = log_with(&dir.path().join("logs"), "S: 221").await;
+    let pcap = capture.stop().await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(common::WAIT * 3, task)
+        .await
+        .expect("mailtap stops in time")
+        .expect("mailtap task");
+    let decode = [(proxy.port(), "http")];
+    let frame_time = |filter: &'static str| {
+        let pcap = pcap.clone();
+        let tshark_bin = tshark_bin.clone();
+        async move {
+            let out = tshark::read(
+                &tshark_bin,
+                &pcap,
+                &decode,
+                &["-Y", filter, "-T", "fields", "-e", "frame.time_epoch"],
+            )
+            .await;
+            let secs: f64 = out
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no frame for {filter}: {out:?}"));
+            (secs * 1e6).round() as i64
+        }
+    };
+    let request_frame = frame_time("http.request.method == \"POST\"").await;
+    let response_frame = frame_time("http.response.code == 200").await;
+    let head_at = heading_time(&log, "HTTP request (browser").timestamp_micros();
+    let written_at = heading_time(&log, "HTTP response (mailtap").timestamp_micros();
+    println!(
+        "request: tshark {request_frame} µs, Log {head_at} µs (Δ {} µs); response: tshark \
+         {response_frame} µs, Log {written_at} µs (Δ {} µs)",
+        head_at - request_frame,
+        written_at - response_frame
+    );
+    // The request is stamped after its packet arrived, the response before its packet left
+    // (it is stamped as hyper writes it), each within a loaded machine's scheduling delay.
+    assert!(
+        (-1_000..50_000).contains(&(head_at - request_frame)),
+        "request stamped {} µs from its packet",
+        head_at - request_frame
+    );
+    assert!(
+        (-50_000..1_000).contains(&(written_at - response_frame)),
+        "response stamped {} µs from its packet",
+        written_at - response_frame
+    );
+}
