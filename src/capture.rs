@@ -29,7 +29,7 @@ use crate::queue::Spool;
 use crate::translog::{HttpPending, HttpTimes, LogConfig, TransLog};
 
 mod stamp;
-use stamp::{response_head, stamped, ResponseLog};
+use stamp::{response_head, stamped, ResponseLog, UploadRecord, UploadRecords};
 
 /// Largest upload response body read to find the upload id in it (they are small JSON or
 /// HTML answers; a larger declared one passes through unread).
@@ -59,6 +59,8 @@ pub struct Capture {
     rules: RuleSet,
     settings: CaptureSettings,
     uploads: Mutex<UploadStore>,
+    /// What each captured upload's HTTP exchange looked like, for its send's transcript.
+    upload_records: Mutex<UploadRecords>,
     spool: Spool<MailRecord>,
 }
 
@@ -73,8 +75,16 @@ impl Capture {
             rules,
             settings,
             uploads: Mutex::new(uploads),
+            upload_records: Mutex::default(),
             spool,
         }
+    }
+
+    fn upload_records(&self) -> std::sync::MutexGuard<'_, UploadRecords> {
+        // Every method leaves the records consistent; ignore poison.
+        self.upload_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, UploadStore> {
@@ -183,6 +193,15 @@ impl Capture {
                 let on_response = match captured {
                     Ok(ticket) => {
                         tracing::info!(rule = rule.name(), files = count, "upload captured");
+                        self.upload_records().insert(
+                            ticket,
+                            UploadRecord {
+                                ends: (info.client, info.proxy),
+                                head: redact_head(&parts.method, &parts.uri, &parts.headers),
+                                times,
+                                response: None,
+                            },
+                        );
                         Some(self.clone().upload_hook(rule.name().to_string(), ticket))
                     }
                     Err(e) => {
@@ -255,6 +274,7 @@ impl Capture {
             proxy: info.proxy,
         };
         let http_head = redact_head(&parts.method, &parts.uri, &parts.headers);
+        let upload_records = self.upload_records().take(&taken.tickets);
         let mut record = draft.into_record(taken.files, sender, source, Utc::now(), http_head);
         let message = off_the_runtime(body.len(), || {
             crate::mail::check(&mut record, self.settings.max_message_bytes)
@@ -287,7 +307,7 @@ impl Capture {
             ));
         }
         // The mail is taken: its one transcript starts here, with the request as it arrived.
-        let mut transcript = self.start_transcript(&mut record, &info, &times);
+        let mut transcript = self.start_transcript(&mut record, &info, &times, &upload_records);
         let response = match action {
             Action::Relay => Some(match relay_response {
                 Some(r) => {
@@ -377,6 +397,7 @@ impl Capture {
         record: &mut MailRecord,
         info: &ClientInfo,
         times: &HttpTimes,
+        uploads: &[UploadRecord],
     ) -> Option<(TransLog, HttpPending)> {
         let created = TransLog::create_for_mail(
             &self.settings.logs_dir,
@@ -391,6 +412,10 @@ impl Capture {
                 return None;
             }
         };
+        for u in uploads {
+            let response = u.response.as_ref().map(|(h, at)| (h.as_str(), *at));
+            log.http_upload(u.ends, &u.head, u.times, response);
+        }
         log.http_request((info.client, info.proxy), &record.http_head, *times);
         record.transcript = log
             .path()
@@ -462,7 +487,10 @@ impl Capture {
                     let noted = self.uploads().note_response(ticket, r, &bytes);
                     tracing::debug!(%rule, noted, "upload ids noted");
                 }
-                Response::from_parts(parts, full_body(bytes))
+                let response = Response::from_parts(parts, full_body(bytes));
+                self.upload_records()
+                    .responded(ticket, response_head(&response), Utc::now());
+                response
             })
         })
     }

@@ -63,6 +63,17 @@ fn time_after(text: &str, prefix: &str) -> DateTime<Local> {
     Local.from_local_datetime(&naive).single().unwrap()
 }
 
+/// The instant at the end of the heading starting with `prefix` (`... +hh:mm`).
+fn heading_time(text: &str, prefix: &str) -> DateTime<chrono::FixedOffset> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no heading {prefix:?} in:\n{text}"));
+    let stamp = &line[line.len() - "2026-01-01 00:00:00.000000 +00:00".len()..];
+    DateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.6f %:z")
+        .unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
 /// The time stamp that starts a conversation line containing `needle`.
 fn line_time(text: &str, needle: &str) -> DateTime<Local> {
     let line = text
@@ -233,5 +244,51 @@ async fn meta_json_on_disk_agrees_with_mailtap_soon_after_it_goes_quiet() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    mt.shutdown().await;
+}
+
+/// A sample request with its target pointed at `port` (host name kept; `[resolve]` maps it).
+fn retarget(bytes: &[u8], port: u16) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let line_end = text.find("\r\n").unwrap();
+    let line = &text[..line_end];
+    let fixed = line.replacen("http://webmail.example.test/", &format!("http://webmail.example.test:{port}/"), 1);
+    let mut out = fixed.into_bytes();
+    out.extend_from_slice(&bytes[line_end..]);
+    out
+}
+
+#[tokio::test]
+async fn an_upload_that_belongs_to_the_send_is_in_its_transcript() {
+    // Guards: the attachment's upload (RainLoop) appears in the send's Log with its request
+    // and response heads and their times, before the send's own request.
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/webmail");
+    let canned: &'static [u8] = Box::leak(
+        std::fs::read(format!("{samples}/rainloop-upload.response.http"))
+            .unwrap()
+            .into_boxed_slice(),
+    );
+    let (origin, seen) = raw_origin(canned).await;
+    let mt = start(&config(""), None).await;
+    let upload = std::fs::read(format!("{samples}/rainloop-upload.http")).unwrap();
+    let answer = raw_exchange(mt.addr, &retarget(&upload, origin.port())).await;
+    assert!(answer.contains("TempName"), "{answer}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "the upload reached the webmail");
+    let send = std::fs::read(format!("{samples}/rainloop.http")).unwrap();
+    raw_exchange(mt.addr, &retarget(&send, origin.port())).await;
+    let logs = transcripts_with(&mt, "=== final outcome").await;
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+    let text = &logs[0].1;
+    let up = text.find("=== HTTP upload request (browser 127.0.0.1:").unwrap_or_else(|| panic!("{text}"));
+    let up_resp = text.find("=== HTTP upload response (webmail -> mailtap").unwrap_or_else(|| panic!("{text}"));
+    let send_at = text.find("=== HTTP request (browser").unwrap();
+    assert!(up < up_resp && up_resp < send_at, "{text}");
+    assert!(text[up..up_resp].contains("/rainloop/?/Upload/"), "{text}");
+    assert!(text[up..up_resp].contains("-- upload body complete: "), "{text}");
+    assert!(text[up_resp..send_at].contains("HTTP/1.1 200 OK"), "{text}");
+    assert!(!text.contains("RL_SESSION=s1"), "session cookie leaked:\n{text}");
+    let uploaded = heading_time(text, "=== HTTP upload request (browser");
+    let sent = heading_time(text, "=== HTTP request (browser");
+    assert!(uploaded <= sent, "{text}");
     mt.shutdown().await;
 }

@@ -75,6 +75,53 @@ pub fn response_head(response: &Response<ProxyBody>) -> String {
     out
 }
 
+/// An upload request seen by the interceptor, kept until its send takes its files so the
+/// send's transcript can show it.
+#[derive(Debug, Clone)]
+pub struct UploadRecord {
+    pub ends: (SocketAddr, SocketAddr),
+    /// Request head, secrets redacted.
+    pub head: String,
+    pub times: crate::translog::HttpTimes,
+    /// The webmail's response head and when mailtap passed it on.
+    pub response: Option<(String, DateTime<Utc>)>,
+}
+
+/// Most upload records kept (oldest dropped first): a record only adds to a transcript.
+const MAX_UPLOAD_RECORDS: usize = 256;
+
+/// Upload records by ticket, bounded.
+#[derive(Debug, Default)]
+pub struct UploadRecords(std::collections::VecDeque<(crate::intercept::Ticket, UploadRecord)>);
+
+impl UploadRecords {
+    pub fn insert(&mut self, ticket: crate::intercept::Ticket, record: UploadRecord) {
+        if self.0.len() >= MAX_UPLOAD_RECORDS {
+            self.0.pop_front();
+        }
+        self.0.push_back((ticket, record));
+    }
+
+    pub fn responded(&mut self, ticket: crate::intercept::Ticket, head: String, at: DateTime<Utc>) {
+        if let Some((_, r)) = self.0.iter_mut().find(|(t, _)| *t == ticket) {
+            r.response = Some((head, at));
+        }
+    }
+
+    /// Removes and returns the records of `tickets`, each once, in `tickets` order.
+    pub fn take(&mut self, tickets: &[crate::intercept::Ticket]) -> Vec<UploadRecord> {
+        let mut out = Vec::new();
+        for t in tickets {
+            if let Some(i) = self.0.iter().position(|(x, _)| x == t) {
+                if let Some((_, r)) = self.0.remove(i) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+}
+
 struct Stamped {
     inner: ProxyBody,
     log: Option<(ResponseLog, String)>,

@@ -51,6 +51,10 @@ struct Entry {
 pub struct Taken {
     pub files: Vec<UploadedFile>,
     pub missing: Vec<String>,
+    /// The upload requests the files came from, in the order taken (a ticket repeats only
+    /// when its files were asked for between another upload's), so the send's transcript can
+    /// show them.
+    pub tickets: Vec<Ticket>,
 }
 
 /// Captured uploads. Invariant: `total` is the sum of the stored files' sizes and never
@@ -146,6 +150,9 @@ impl UploadStore {
                 Some(i) => {
                     let e = self.entries.remove(i);
                     self.total -= e.file.data.len() as u64;
+                    if out.tickets.last() != Some(&e.ticket) {
+                        out.tickets.push(e.ticket);
+                    }
                     out.files.push(e.file);
                 }
                 None => out.missing.push(id.clone()),
@@ -156,12 +163,24 @@ impl UploadStore {
 
     /// Removes and returns every file under (group, key), in upload order.
     pub fn take_all(&mut self, group: &str, key: &str) -> Vec<UploadedFile> {
+        self.take_all_with_tickets(group, key).files
+    }
+
+    /// [`UploadStore::take_all`], with the tickets of the uploads the files came from.
+    fn take_all_with_tickets(&mut self, group: &str, key: &str) -> Taken {
         let (mine, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
             .into_iter()
             .partition(|e| e.group == group && e.key == key);
         self.entries = rest;
         self.total -= mine.iter().map(|e| e.file.data.len() as u64).sum::<u64>();
-        mine.into_iter().map(|e| e.file).collect()
+        let mut out = Taken::default();
+        for e in mine {
+            if out.tickets.last() != Some(&e.ticket) {
+                out.tickets.push(e.ticket);
+            }
+            out.files.push(e.file);
+        }
+        out
     }
 
     /// The uploads a send refers to: by id when the draft lists ids, else every upload for
@@ -173,10 +192,7 @@ impl UploadStore {
         if rule.config.fields.attachment_ids.is_some() {
             self.take(rule.upload_group(), key, &draft.attachment_ids)
         } else {
-            Taken {
-                files: self.take_all(rule.upload_group(), key),
-                missing: Vec::new(),
-            }
+            self.take_all_with_tickets(rule.upload_group(), key)
         }
     }
 

@@ -82,6 +82,47 @@ impl TransLog {
         );
     }
 
+    /// An upload that belongs to this mail (an attachment sent before the send): its request
+    /// head with the times it arrived, and the webmail's response head with the time mailtap
+    /// passed it on to the browser (when it did).
+    pub fn http_upload(
+        &mut self,
+        ends: (SocketAddr, SocketAddr),
+        head: &str,
+        times: HttpTimes,
+        response: Option<(&str, DateTime<Utc>)>,
+    ) {
+        let (client, proxy) = ends;
+        self.section(
+            &format!("HTTP upload request (browser {client} -> mailtap {proxy}), head received"),
+            times.head,
+        );
+        for line in redact_head(head).lines() {
+            self.raw(&sanitize_line(line));
+        }
+        self.note_at(
+            times.body,
+            &format!(
+                "upload body complete: {} bytes; forwarded to the webmail",
+                times.body_bytes
+            ),
+        );
+        match response {
+            Some((head, at)) => {
+                self.section(
+                    &format!(
+                        "HTTP upload response (webmail -> mailtap {proxy} -> browser {client}), passed on"
+                    ),
+                    at,
+                );
+                for line in redact_head(head).lines() {
+                    self.raw(&sanitize_line(line));
+                }
+            }
+            None => self.note("the upload's response was not seen"),
+        }
+    }
+
     /// The response mailtap (or, for `tee`, the webmail through mailtap) sent the browser: the
     /// whole head as written, the time it was written, and how the body ended.
     pub fn http_response(
