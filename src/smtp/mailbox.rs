@@ -236,6 +236,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn message_id_is_read_from_the_header_section_only() {
+        // Guards the envelope's message_id: first Message-ID field, any case, brackets off;
+        // none from the body, none with control characters.
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"Subject: x\r\nMessage-ID: <id-1@example.com>\r\n\r\nbody", Some("id-1@example.com")),
+            (b"message-id:   <a@b>  \r\n\r\n", Some("a@b")),
+            (b"Subject: x\r\n\r\nMessage-ID: <body@x>\r\n", None),
+            (b"Message-ID: <>\r\n\r\n", None),
+            (b"Message-ID: <a\x01b@x>\r\n\r\n", None),
+            (b"", None),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(message_id_of(msg).as_deref(), *want, "{:?}", String::from_utf8_lossy(msg));
+        }
+    }
+
+    #[test]
+    fn opening_removes_temp_files_of_unfinished_writes() {
+        // Guards the startup clean-up: `.*.tmp` left by a failed write or a crash are removed,
+        // complete messages are kept.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".x.eml.tmp"), b"").unwrap();
+        fs::write(dir.path().join(".x.json.tmp"), b"{").unwrap();
+        fs::write(dir.path().join("y.eml"), b"kept").unwrap();
+        Mailbox::open(dir.path(), false).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["y.eml"]);
+    }
+
+    #[test]
     fn ids_are_unique_and_file_safe() {
         // Guards: ids never collide within a process and contain only file-name-safe characters.
         let dir = std::env::temp_dir();

@@ -376,3 +376,47 @@ fn closing(stage: Stage, command: &str, reply: Reply) -> Result<Reply, Error> {
         Ok(reply)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::ReplyParser;
+
+    fn reply(line: &str) -> Reply {
+        let mut p = ReplyParser::new(4096, 10);
+        p.push(format!("{line}\r\n").as_bytes())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn delivery(rcpts: &[(&str, &str)], data: Option<&str>) -> Delivery {
+        Delivery {
+            per_rcpt: rcpts
+                .iter()
+                .map(|(r, l)| (r.to_string(), RcptStatus::from_reply(reply(l))))
+                .collect(),
+            data_reply: data.map(reply),
+            data_stage: data.map(|_| Stage::DataEnd),
+        }
+    }
+
+    #[test]
+    fn over_the_limit_is_452_after_the_message_went_to_others() {
+        // Guards RFC 5321 §4.5.3.1.10: only "too many recipients" refusals in a transaction that
+        // delivered to someone are sent again at once; other 4yz wait for a retry.
+        let ok = "250 2.1.5 Ok";
+        let cases: &[(&[(&str, &str)], Option<&str>, &[&str])] = &[
+            (&[("a", ok), ("b", "452 4.5.3 Too many recipients")], Some("250 2.0.0 queued"), &["b"]),
+            (&[("a", ok), ("b", "452 too many")], Some("250 queued"), &["b"]),
+            (&[("a", ok), ("b", "452 4.3.1 Insufficient storage")], Some("250 queued"), &[]),
+            (&[("a", ok), ("b", "451 4.5.3 later")], Some("250 queued"), &[]),
+            (&[("a", ok), ("b", "452 4.5.3 Too many")], Some("451 4.3.0 try later"), &[]),
+            (&[("a", "452 4.5.3 Too many")], None, &[]),
+            (&[("a", ok), ("b", "550 5.1.1 unknown"), ("c", "452 4.5.3 x")], Some("250 ok"), &["c"]),
+        ];
+        for (rcpts, data, want) in cases {
+            let got = delivery(rcpts, *data).over_the_limit();
+            assert_eq!(got, want.to_vec(), "{rcpts:?} {data:?}");
+        }
+    }
+}
