@@ -345,13 +345,19 @@ impl Capture {
         }
         // The durability line: the browser hears "sent" only once the mail is on disk.
         let stored = match crate::queue::MailId::parse(&record.id) {
-            Ok(id) => self.spool.enqueue_as(id, &record, &message, Utc::now()).await,
+            Ok(id) => {
+                self.spool
+                    .enqueue_as(id, &record, &message, Utc::now())
+                    .await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
             tracing::error!(id = %record.id, error = %e, "could not store an intercepted mail");
             if let Some((log, _)) = transcript.as_mut() {
-                log.note(&format!("the mail could not be stored, so it was not sent: {e}"));
+                log.note(&format!(
+                    "the mail could not be stored, so it was not sent: {e}"
+                ));
             }
             let refusal = complete_head(crate::proxy::error_response(
                 StatusCode::SERVICE_UNAVAILABLE,

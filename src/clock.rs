@@ -55,7 +55,11 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 12, 4, 23, 47, 45).unwrap();
         let off = offset(t);
         assert!(console(t).ends_with(&format!(" {off}")), "{}", console(t));
-        assert!(precise(t).ends_with(&format!(".000000 {off}")), "{}", precise(t));
+        assert!(
+            precise(t).ends_with(&format!(".000000 {off}")),
+            "{}",
+            precise(t)
+        );
         assert!(
             rfc5322(t).ends_with(&off.replace(':', "")),
             "{}",

@@ -78,10 +78,7 @@ pub fn build(
     m.push_str(&format!("To: <{}>\r\n", original.sender));
     m.push_str(&format!("Subject: {}\r\n", encode_header(&subject)));
     m.push_str(&format!("Date: {date}\r\n"));
-    m.push_str(&format!(
-        "Message-ID: <{id}@{}>\r\n",
-        host_part(from)
-    ));
+    m.push_str(&format!("Message-ID: <{id}@{}>\r\n", host_part(from)));
     // RFC 3834 §5: an automatic response, so auto-responders do not answer it.
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");

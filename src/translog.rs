@@ -1,4 +1,4 @@
-//! Per-transaction transcript writer: one plain-text `Log-YYYYmmddHHMMSS.txt` per mail.
+//! Transcript writer: one plain-text `Log-YYYYmmddHHMMSS.txt` per mail.
 //!
 //! Owns the file naming (local time of the transaction start — the time users see on their
 //! clock — with `-2`, `-3`, … on same-second collisions, created with `create_new` so an
@@ -8,20 +8,24 @@
 //! An I/O error on the log is logged with `tracing`, remembered (see [`TransLog::finish`]) and
 //! stops further writes to this log — it never fails the delivery it observes.
 //!
-//! Format: section lines start with `===`; every conversation line starts with a local
-//! microsecond timestamp and a direction marker — `C:` sent by mailtap (the SMTP client) to the
-//! server, `S:` received from the server, `--` a note (outcome, sender choice, errors):
+//! Format: section lines start with `===` and end with the local time and its UTC offset;
+//! every conversation line starts with a local microsecond timestamp and a direction marker —
+//! `C:` sent by mailtap (the SMTP client) to the server, `S:` received from the server, `--` a
+//! note (outcome, sender choice, errors). One file per mail (see `translog/mail.rs`):
 //! ```text
-//! === HTTP request (browser -> mailtap) 2026-11-23 10:15:30.101000
+//! mail 20261123T021530.101000Z-0a1b2c3d-0, taken 2026-11-23 10:15:30.101000 +08:00
+//! === HTTP request (browser 127.0.0.1:50311 -> mailtap 127.0.0.1:8800), head received 2026-11-23 10:15:30.100900 +08:00
 //! POST /?_task=mail&_action=send HTTP/1.1
 //! Cookie: <redacted>
-//! === SMTP attempt 1: 127.0.0.1:50312 -> smtp.example.com (127.0.0.1:2525)
+//! 2026-11-23 10:15:30.101000 -- request body complete: 1234 bytes
+//! === SMTP attempt 1: 127.0.0.1:50312 -> smtp.example.com (127.0.0.1:2525) at 2026-11-23 10:15:30.123400 +08:00
 //! 2026-11-23 10:15:30.123456 S: 220 smtp.example.com ESMTP
 //! 2026-11-23 10:15:30.123501 C: EHLO mailtap
 //! 2026-11-23 10:15:30.124010 C: AUTH PLAIN <redacted>
 //! 2026-11-23 10:15:30.130000 C: Subject: hello
 //! 2026-11-23 10:15:30.130001 C: [body: 1234 bytes]
 //! 2026-11-23 10:15:30.140002 -- delivered to a@example.org
+//! === final outcome 2026-11-23 10:15:30.140100 +08:00
 //! ```
 //! Control characters inside a line (CR, LF, NUL, ...) are written escaped (`\r`, `\n`,
 //! `\x00`), so a hostile reply cannot forge extra log lines.

@@ -37,7 +37,13 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mounted, String> {
     let mount = gate::find_executable(&gate::search_dirs(), "mount")
         .ok_or_else(|| "no mount(8)".to_string())?;
     let status = std::process::Command::new(mount)
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
         .arg(dir)
         .status()
         .map_err(|e| format!("mount: {e}"))?;
@@ -151,7 +157,10 @@ async fn a_full_disk_backs_off_cleans_up_and_recovers() {
     eprintln!("full disk, 6 s: {new_logs} new Log files, {tmp} temp files, CPU {cpu:?}");
     assert!(new_logs <= 1, "{new_logs} new Log files on a full disk");
     assert_eq!(tmp, 0, "temp files left behind on a full disk");
-    assert!(cpu < Duration::from_millis(1500), "{cpu:?} CPU in 6 s on a full disk");
+    assert!(
+        cpu < Duration::from_millis(1500),
+        "{cpu:?} CPU in 6 s on a full disk"
+    );
     let said = logs.text();
     assert_eq!(
         said.matches("the spool cannot be written").count(),
@@ -161,7 +170,10 @@ async fn a_full_disk_backs_off_cleans_up_and_recovers() {
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while mt.mailbox().is_empty() {
-        assert!(Instant::now() < deadline, "not delivered after the disk was freed");
+        assert!(
+            Instant::now() < deadline,
+            "not delivered after the disk was freed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dir = mt.stop_keep_dir().await;

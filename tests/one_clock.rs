@@ -70,8 +70,13 @@ fn with_tz_set_everything_a_person_reads_is_local_time_with_its_offset() {
     let before = Utc::now().with_timezone(&shanghai);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&webmail::roundcube_send("bob@example.org", "", "clock", "x"))
-        .unwrap();
+    s.write_all(&webmail::roundcube_send(
+        "bob@example.org",
+        "",
+        "clock",
+        "x",
+    ))
+    .unwrap();
     let mut buf = [0u8; 4096];
     assert!(s.read(&mut buf).unwrap() > 0);
     let after = Utc::now().with_timezone(&shanghai);
@@ -115,10 +120,16 @@ fn with_tz_set_everything_a_person_reads_is_local_time_with_its_offset() {
         before.format("%Y%m%d%H%M%S").to_string(),
         after.format("%Y%m%d%H%M%S").to_string(),
     ];
-    assert!(stamp >= &allowed[0][..] && stamp <= &allowed[1][..], "{name} not within {allowed:?}");
+    assert!(
+        stamp >= &allowed[0][..] && stamp <= &allowed[1][..],
+        "{name} not within {allowed:?}"
+    );
     let text = std::fs::read_to_string(&logs[0]).unwrap();
     assert!(text.contains("(UTC+08:00)"), "{text}");
-    assert!(text.contains(&format!("{} ", before.format("%Y-%m-%d"))), "{text}");
+    assert!(
+        text.contains(&format!("{} ", before.format("%Y-%m-%d"))),
+        "{text}"
+    );
     let eml = files(&dir.path().join("data/mailbox"), ".eml");
     let eml = std::fs::read_to_string(&eml[0]).unwrap();
     let date = eml

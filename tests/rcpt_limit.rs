@@ -76,7 +76,10 @@ async fn recipients_over_the_servers_limit_go_in_further_transactions_at_once() 
     assert_eq!(*state, MailState::Delivered, "{settled:?}");
     let meta = mt.spool.get(id).await.unwrap().unwrap();
     assert_eq!(meta.attempts, 1);
-    assert_eq!(mt.spool.count(MailState::Active) + mt.spool.count(MailState::Deferred), 0);
+    assert_eq!(
+        mt.spool.count(MailState::Active) + mt.spool.count(MailState::Deferred),
+        0
+    );
     let rec = srv.finish().await;
     assert_eq!(rec.error, None, "{}", rec.text());
     mt.shutdown().await;

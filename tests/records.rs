@@ -32,7 +32,11 @@ async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::Sto
         if mail.len() >= n {
             return mail;
         }
-        assert!(Instant::now() < deadline, "mailbox has {} of {n}", mail.len());
+        assert!(
+            Instant::now() < deadline,
+            "mailbox has {} of {n}",
+            mail.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -45,7 +49,10 @@ async fn transcripts_with(mt: &Running, needle: &str) -> Vec<(String, String)> {
         if logs.iter().any(|(_, t)| t.contains(needle)) {
             return logs;
         }
-        assert!(Instant::now() < deadline, "no transcript with {needle:?}: {logs:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no transcript with {needle:?}: {logs:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -102,7 +109,10 @@ async fn http_times_are_when_the_head_and_body_arrived_and_the_response_was_writ
     let deadline = Instant::now() + WAIT;
     while !String::from_utf8_lossy(&response).contains("sent_successfully") {
         assert!(Instant::now() < deadline, "no response");
-        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&response));
         response.extend_from_slice(&buf[..n]);
     }
@@ -110,14 +120,26 @@ async fn http_times_are_when_the_head_and_body_arrived_and_the_response_was_writ
     let logs = transcripts_with(&mt, "=== final outcome").await;
     assert_eq!(logs.len(), 1, "{logs:#?}");
     let text = &logs[0].1;
-    let heading = format!("=== HTTP request (browser {browser} -> mailtap {}), head received", mt.addr);
+    let heading = format!(
+        "=== HTTP request (browser {browser} -> mailtap {}), head received",
+        mt.addr
+    );
     let head_at = time_after(text, &heading);
     let body_at = line_time(text, "-- request body complete:");
     let waited = (body_at - head_at).num_milliseconds();
-    assert!(waited >= 290, "head and body stamped {waited} ms apart:\n{text}");
-    let resp_heading = format!("=== HTTP response (mailtap {} -> browser {browser}), head written", mt.addr);
+    assert!(
+        waited >= 290,
+        "head and body stamped {waited} ms apart:\n{text}"
+    );
+    let resp_heading = format!(
+        "=== HTTP response (mailtap {} -> browser {browser}), head written",
+        mt.addr
+    );
     let written = time_after(text, &resp_heading);
-    assert!(written >= body_at, "response stamped before the body arrived:\n{text}");
+    assert!(
+        written >= body_at,
+        "response stamped before the body arrived:\n{text}"
+    );
     let smtp_at = line_time(text, "S: 220 ");
     assert!(smtp_at >= written, "file out of order:\n{text}");
     // Every field of the head the browser got is in the transcript.
@@ -141,7 +163,11 @@ async fn one_mail_has_one_transcript_across_retries_and_a_restart() {
         None,
     )
     .await;
-    raw_exchange(mt.addr, &roundcube_send("bob@example.org", "", "retry me", "x")).await;
+    raw_exchange(
+        mt.addr,
+        &roundcube_send("bob@example.org", "", "retry me", "x"),
+    )
+    .await;
     transcripts_with(&mt, "SMTP attempt 2").await;
     let deadline = Instant::now() + WAIT;
     while mt.spool.list(MailState::Deferred).iter().any(|m| m.claimed)
@@ -159,7 +185,11 @@ async fn one_mail_has_one_transcript_across_retries_and_a_restart() {
     assert_eq!(text.matches("=== HTTP request").count(), 1, "{text}");
     assert_eq!(text.matches("=== HTTP response").count(), 1, "{text}");
     for n in 1..=3 {
-        assert_eq!(text.matches(&format!("=== SMTP attempt {n}:")).count(), 1, "{text}");
+        assert_eq!(
+            text.matches(&format!("=== SMTP attempt {n}:")).count(),
+            1,
+            "{text}"
+        );
     }
     assert_eq!(text.matches("S: 451").count(), 2, "{text}");
     let tail = &text[text.find("=== final outcome").unwrap()..];
@@ -196,7 +226,10 @@ async fn one_mail_has_one_id_everywhere() {
     let eml = std::fs::read_to_string(&original.eml_path).unwrap();
     assert!(eml.contains(&format!("Message-ID: <{id}@")), "{eml}");
     let env_json = std::fs::read_to_string(original.eml_path.with_extension("json")).unwrap();
-    assert!(env_json.contains(&id), "mailbox envelope does not show the id: {env_json}");
+    assert!(
+        env_json.contains(&id),
+        "mailbox envelope does not show the id: {env_json}"
+    );
     let logs = transcripts_with(&mt, "=== final outcome").await;
     let text = &logs
         .iter()
@@ -211,10 +244,21 @@ async fn one_mail_has_one_id_everywhere() {
     let rid = report_line.rsplit(' ').next().unwrap();
     let report = mail.iter().find(|m| m.envelope.sender.is_empty()).unwrap();
     let report_eml = std::fs::read_to_string(&report.eml_path).unwrap();
-    assert!(report_eml.contains(&format!("Message-ID: <{rid}@")), "{report_eml}");
-    assert!(report_eml.contains(&format!("Original-Envelope-Id: {id}")), "{report_eml}");
+    assert!(
+        report_eml.contains(&format!("Message-ID: <{rid}@")),
+        "{report_eml}"
+    );
+    assert!(
+        report_eml.contains(&format!("Original-Envelope-Id: {id}")),
+        "{report_eml}"
+    );
     let rid = mailtap::queue::MailId::parse(rid).unwrap();
-    let report_meta = mt.spool.get(&rid).await.unwrap().expect("report in the spool");
+    let report_meta = mt
+        .spool
+        .get(&rid)
+        .await
+        .unwrap()
+        .expect("report in the spool");
     assert_eq!(report_meta.record.id, rid.as_str());
     mt.shutdown().await;
 }
@@ -252,7 +296,11 @@ fn retarget(bytes: &[u8], port: u16) -> Vec<u8> {
     let text = String::from_utf8_lossy(bytes);
     let line_end = text.find("\r\n").unwrap();
     let line = &text[..line_end];
-    let fixed = line.replacen("http://webmail.example.test/", &format!("http://webmail.example.test:{port}/"), 1);
+    let fixed = line.replacen(
+        "http://webmail.example.test/",
+        &format!("http://webmail.example.test:{port}/"),
+        1,
+    );
     let mut out = fixed.into_bytes();
     out.extend_from_slice(&bytes[line_end..]);
     out
@@ -273,20 +321,34 @@ async fn an_upload_that_belongs_to_the_send_is_in_its_transcript() {
     let upload = std::fs::read(format!("{samples}/rainloop-upload.http")).unwrap();
     let answer = raw_exchange(mt.addr, &retarget(&upload, origin.port())).await;
     assert!(answer.contains("TempName"), "{answer}");
-    assert_eq!(seen.lock().unwrap().len(), 1, "the upload reached the webmail");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the upload reached the webmail"
+    );
     let send = std::fs::read(format!("{samples}/rainloop.http")).unwrap();
     raw_exchange(mt.addr, &retarget(&send, origin.port())).await;
     let logs = transcripts_with(&mt, "=== final outcome").await;
     assert_eq!(logs.len(), 1, "{logs:#?}");
     let text = &logs[0].1;
-    let up = text.find("=== HTTP upload request (browser 127.0.0.1:").unwrap_or_else(|| panic!("{text}"));
-    let up_resp = text.find("=== HTTP upload response (webmail -> mailtap").unwrap_or_else(|| panic!("{text}"));
+    let up = text
+        .find("=== HTTP upload request (browser 127.0.0.1:")
+        .unwrap_or_else(|| panic!("{text}"));
+    let up_resp = text
+        .find("=== HTTP upload response (webmail -> mailtap")
+        .unwrap_or_else(|| panic!("{text}"));
     let send_at = text.find("=== HTTP request (browser").unwrap();
     assert!(up < up_resp && up_resp < send_at, "{text}");
     assert!(text[up..up_resp].contains("/rainloop/?/Upload/"), "{text}");
-    assert!(text[up..up_resp].contains("-- upload body complete: "), "{text}");
+    assert!(
+        text[up..up_resp].contains("-- upload body complete: "),
+        "{text}"
+    );
     assert!(text[up_resp..send_at].contains("HTTP/1.1 200 OK"), "{text}");
-    assert!(!text.contains("RL_SESSION=s1"), "session cookie leaked:\n{text}");
+    assert!(
+        !text.contains("RL_SESSION=s1"),
+        "session cookie leaked:\n{text}"
+    );
     let uploaded = heading_time(text, "=== HTTP upload request (browser");
     let sent = heading_time(text, "=== HTTP request (browser");
     assert!(uploaded <= sent, "{text}");

@@ -187,7 +187,9 @@ impl Drop for Stamped {
             // An empty body is never polled: the head went out just before the drop.
             self.finish(Ok(0));
         } else {
-            self.finish(Err("the browser went away before the whole response was written"));
+            self.finish(Err(
+                "the browser went away before the whole response was written",
+            ));
         }
     }
 }

@@ -136,7 +136,10 @@ pub fn open_for_attempt(
         log.note(&format!("{name} was removed; this transcript continues it"));
     }
     if record.origin == Origin::Report {
-        log.note(&format!("error report written by mailtap: {}", record.subject));
+        log.note(&format!(
+            "error report written by mailtap: {}",
+            record.subject
+        ));
     } else {
         log.note("HTTP exchange as stored with the mail (its times were not recorded):");
         log.http_request_head(&record.http_head);

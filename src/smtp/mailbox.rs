@@ -240,7 +240,10 @@ mod tests {
         // Guards the envelope's message_id: first Message-ID field, any case, brackets off;
         // none from the body, none with control characters.
         let cases: &[(&[u8], Option<&str>)] = &[
-            (b"Subject: x\r\nMessage-ID: <id-1@example.com>\r\n\r\nbody", Some("id-1@example.com")),
+            (
+                b"Subject: x\r\nMessage-ID: <id-1@example.com>\r\n\r\nbody",
+                Some("id-1@example.com"),
+            ),
             (b"message-id:   <a@b>  \r\n\r\n", Some("a@b")),
             (b"Subject: x\r\n\r\nMessage-ID: <body@x>\r\n", None),
             (b"Message-ID: <>\r\n\r\n", None),
@@ -248,7 +251,12 @@ mod tests {
             (b"", None),
         ];
         for (msg, want) in cases {
-            assert_eq!(message_id_of(msg).as_deref(), *want, "{:?}", String::from_utf8_lossy(msg));
+            assert_eq!(
+                message_id_of(msg).as_deref(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
         }
     }
 

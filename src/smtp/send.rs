@@ -96,7 +96,8 @@ impl Delivery {
                 let r = s.reply();
                 s.is_transient()
                     && r.code == 452
-                    && r.enhanced.is_none_or(|e| (e.class, e.subject, e.detail) == (4, 5, 3))
+                    && r.enhanced
+                        .is_none_or(|e| (e.class, e.subject, e.detail) == (4, 5, 3))
             })
             .map(|(rcpt, _)| rcpt.clone())
             .collect()
@@ -384,9 +385,7 @@ mod tests {
 
     fn reply(line: &str) -> Reply {
         let mut p = ReplyParser::new(4096, 10);
-        p.push(format!("{line}\r\n").as_bytes())
-            .unwrap()
-            .unwrap()
+        p.push(format!("{line}\r\n").as_bytes()).unwrap().unwrap()
     }
 
     fn delivery(rcpts: &[(&str, &str)], data: Option<&str>) -> Delivery {
@@ -405,14 +404,39 @@ mod tests {
         // Guards RFC 5321 §4.5.3.1.10: only "too many recipients" refusals in a transaction that
         // delivered to someone are sent again at once; other 4yz wait for a retry.
         let ok = "250 2.1.5 Ok";
-        let cases: &[(&[(&str, &str)], Option<&str>, &[&str])] = &[
-            (&[("a", ok), ("b", "452 4.5.3 Too many recipients")], Some("250 2.0.0 queued"), &["b"]),
-            (&[("a", ok), ("b", "452 too many")], Some("250 queued"), &["b"]),
-            (&[("a", ok), ("b", "452 4.3.1 Insufficient storage")], Some("250 queued"), &[]),
-            (&[("a", ok), ("b", "451 4.5.3 later")], Some("250 queued"), &[]),
-            (&[("a", ok), ("b", "452 4.5.3 Too many")], Some("451 4.3.0 try later"), &[]),
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                &[("a", ok), ("b", "452 4.5.3 Too many recipients")],
+                Some("250 2.0.0 queued"),
+                &["b"],
+            ),
+            (
+                &[("a", ok), ("b", "452 too many")],
+                Some("250 queued"),
+                &["b"],
+            ),
+            (
+                &[("a", ok), ("b", "452 4.3.1 Insufficient storage")],
+                Some("250 queued"),
+                &[],
+            ),
+            (
+                &[("a", ok), ("b", "451 4.5.3 later")],
+                Some("250 queued"),
+                &[],
+            ),
+            (
+                &[("a", ok), ("b", "452 4.5.3 Too many")],
+                Some("451 4.3.0 try later"),
+                &[],
+            ),
             (&[("a", "452 4.5.3 Too many")], None, &[]),
-            (&[("a", ok), ("b", "550 5.1.1 unknown"), ("c", "452 4.5.3 x")], Some("250 ok"), &["c"]),
+            (
+                &[("a", ok), ("b", "550 5.1.1 unknown"), ("c", "452 4.5.3 x")],
+                Some("250 ok"),
+                &["c"],
+            ),
         ];
         for (rcpts, data, want) in cases {
             let got = delivery(rcpts, *data).over_the_limit();

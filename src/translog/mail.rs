@@ -56,7 +56,11 @@ impl TransLog {
 
     /// A section heading with its time: `=== <title> <local time with offset>`.
     pub fn section(&mut self, title: &str, at: DateTime<Utc>) {
-        self.raw(&format!("=== {} {}", sanitize_line(title), clock::precise(at)));
+        self.raw(&format!(
+            "=== {} {}",
+            sanitize_line(title),
+            clock::precise(at)
+        ));
     }
 
     /// A note stamped with the time it happened, not the time it is written.
