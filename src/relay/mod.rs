@@ -246,7 +246,11 @@ impl Relay {
         let Claimed {
             id, meta, message, ..
         } = mail;
-        let record = meta.record;
+        let mut record = meta.record;
+        if record.id != id.as_str() {
+            // A record queued before ids were unified: show the spool's id everywhere now.
+            record.id = id.as_str().to_string();
+        }
         let attempt = meta.attempts + 1;
         let mut log = transcript::open_for_attempt(&self.logs_dir, &self.log, &record);
         if let Some(log) = log.as_mut() {
