@@ -147,6 +147,7 @@ fn record(i: usize) -> MailRecord {
         http_head: "POST http://webmail.example.test/ HTTP/1.1\n".into(),
         http_response_head: String::new(),
         rejected: None,
+        invalid_recipients: Vec::new(),
     }
 }
 

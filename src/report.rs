@@ -154,6 +154,7 @@ pub fn build(
         http_head: String::new(),
         http_response_head: String::new(),
         rejected: None,
+        invalid_recipients: Vec::new(),
     };
     Some((record, bytes))
 }
@@ -281,6 +282,7 @@ mod tests {
             http_head: String::new(),
             http_response_head: String::new(),
             rejected: None,
+            invalid_recipients: Vec::new(),
         }
     }
 

@@ -89,6 +89,7 @@ impl MailDraft {
             http_head,
             http_response_head: String::new(),
             rejected: None,
+            invalid_recipients: Vec::new(),
         }
     }
 }
