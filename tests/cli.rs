@@ -69,11 +69,12 @@ fn banner_then_clean_exit_on_sigterm() {
         .unwrap();
     let mut child = KillOnDrop(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let banner: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
+    let banner: Vec<String> = (0..7).map(|_| lines.next().unwrap().unwrap()).collect();
     assert!(banner[0].contains("listening on 127.0.0.1:"), "{banner:?}");
     let has = |s: &str| banner.iter().any(|l| l.contains(s));
     assert!(has("/proxy.pac"), "{banner:?}");
-    assert!(has("config file: m.toml"), "{banner:?}");
+    let config_line = format!("config file: {}", dir.path().join("m.toml").display());
+    assert!(has(&config_line), "{banner:?}");
     assert!(
         has("SMTP relay:  built-in SMTP server on 127.0.0.1:"),
         "{banner:?}"
@@ -120,4 +121,186 @@ fn the_commented_smtp_example_is_valid() {
     assert_eq!(smtp.host, "smtp.example.com");
     assert_eq!(smtp.effective_port(), 587);
     assert_eq!(smtp.timeouts.data_end_secs, 600);
+}
+
+/// Runs mailtap with `args` in `cwd` and waits (bounded) for it to exit on its own.
+fn run_to_exit(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let started = Instant::now();
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "mailtap {args:?} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = std::process::Output {
+        status: child.0.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    use std::io::Read;
+    child.0.stdout.take().unwrap().read_to_end(&mut out.stdout).unwrap();
+    child.0.stderr.take().unwrap().read_to_end(&mut out.stderr).unwrap();
+    out
+}
+
+/// Names of the entries of `dir`, sorted.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_start_on_a_busy_port_fails_clearly_and_creates_nothing() {
+    // Guards the first run: a taken proxy or SMTP port → non-zero exit naming the address and
+    // the option to change it, and no data/ or logs/ left behind in the working directory.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 2] = [
+        (&["--listen", &busy_addr, "--smtp-listen", "127.0.0.1:0"], "--listen"),
+        (&["--listen", "127.0.0.1:0", "--smtp-listen", &busy_addr], "--smtp-listen"),
+    ];
+    for (args, option) in cases {
+        let cwd = tempfile::tempdir().unwrap();
+        let out = run_to_exit(cwd.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(err.contains(&busy_addr), "{args:?}: {err}");
+        assert!(err.contains("in use") || err.contains("in Use"), "{args:?}: {err}");
+        assert!(err.contains(option), "{args:?}: {err}");
+        assert_eq!(entries(cwd.path()), Vec::<String>::new(), "{args:?}: {err}");
+    }
+    drop(busy);
+}
+
+#[test]
+fn data_and_logs_go_where_the_options_say_and_the_banner_shows_absolute_paths() {
+    // Guards --data/--logs/--smtp-listen: nothing is written into the working directory, and
+    // every path the banner prints is absolute.
+    let cwd = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data = elsewhere.path().join("d");
+    let logs = elsewhere.path().join("l");
+    let child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--smtp-listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--logs")
+        .arg(&logs)
+        .current_dir(cwd.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    // The banner ends with the CA line (bounded: at most 12 lines, or the end of output).
+    for _ in 0..12 {
+        match lines.next() {
+            Some(Ok(l)) => {
+                let last = l.contains("CA (HTTPS)");
+                banner.push(l);
+                if last {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let text = banner.join("\n");
+    assert!(
+        text.contains(&format!("{}/Log-*.txt", logs.display())),
+        "{text}"
+    );
+    assert!(text.contains(&data.join("mailbox").display().to_string()), "{text}");
+    assert!(
+        text.contains(&data.join("ca/mailtap-ca.pem").display().to_string()),
+        "{text}"
+    );
+    assert!(data.join("spool").is_dir(), "spool not under --data");
+    assert_eq!(entries(cwd.path()), Vec::<String>::new(), "{text}");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mailtap_ca_names_its_absolute_path_and_says_loudly_when_it_creates_one() {
+    // Guards `mailtap ca` from another directory: the path printed is absolute, a new CA is
+    // announced with where it is, and the same directory (or --data) gives the same CA.
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let run = |cwd: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["ca"];
+        args.extend_from_slice(extra);
+        let out = run_to_exit(cwd, &args);
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let fingerprint = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("SHA-256 fingerprint:"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no fingerprint: {out}"))
+    };
+    let cert_a = a.path().join("data/ca/mailtap-ca.pem").display().to_string();
+    let (first, first_err) = run(a.path(), &[]);
+    assert!(first.contains(&cert_a), "{first}");
+    assert!(
+        first_err.contains("NEW") && first_err.contains(&cert_a),
+        "no loud notice of a new CA: {first_err}"
+    );
+    let (again, again_err) = run(a.path(), &[]);
+    assert_eq!(fingerprint(&again), fingerprint(&first));
+    assert!(!again_err.contains("NEW"), "{again_err}");
+    // From another directory: a second CA, announced as such, at its own absolute path.
+    let cert_b = b.path().join("data/ca/mailtap-ca.pem").display().to_string();
+    let (other, other_err) = run(b.path(), &[]);
+    assert!(other.contains(&cert_b), "{other}");
+    assert!(other_err.contains("NEW") && other_err.contains(&cert_b), "{other_err}");
+    assert_ne!(fingerprint(&other), fingerprint(&first));
+    // --data points at the first one from anywhere.
+    let data_a = a.path().join("data").display().to_string();
+    let (via_data, via_err) = run(b.path(), &["--data", &data_a]);
+    assert_eq!(fingerprint(&via_data), fingerprint(&first));
+    assert!(!via_err.contains("NEW"), "{via_err}");
+}
+
+#[test]
+fn help_has_examples_paths_and_rust_log_and_check_config_has_no_config_option() {
+    // Guards --help: examples, where data and logs go, RUST_LOG; and `check-config --help`
+    // offers only its positional file.
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in ["Examples", "RUST_LOG", "--data", "--logs", "--smtp-listen", "./data", "./logs"] {
+        assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
+    }
+    let out = Command::new(BIN)
+        .args(["check-config", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(help.contains("<FILE>"), "{help}");
+    assert!(!help.contains("--config"), "{help}");
 }
