@@ -304,3 +304,97 @@ fn help_has_examples_paths_and_rust_log_and_check_config_has_no_config_option() 
     assert!(help.contains("<FILE>"), "{help}");
     assert!(!help.contains("--config"), "{help}");
 }
+
+#[test]
+fn check_config_says_file_line_key_value_and_what_is_expected() {
+    // Guards check-config's errors: each names the file, the line, the key and the value, says
+    // what is expected in words (no Rust type names), and conflicting addresses are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[proxy]\nlisten = \"127.0.0.1:2525\"\n",
+            &["line 2", "proxy.listen", "127.0.0.1:2525", "builtin_smtp.listen"],
+        ),
+        (
+            "[builtin_smtp]\nlisten = \"127.0.0.1:8800\"\n",
+            &["line 2", "builtin_smtp.listen", "127.0.0.1:8800", "proxy.listen"],
+        ),
+        (
+            "[proxy]\nallow = [\"127.0.0.0/8\", \"127.0.0.0/33\"]\n",
+            &["line 2", "proxy.allow", "127.0.0.0/33", "CIDR", "32", "128"],
+        ),
+        (
+            "[proxy]\nmax_connections = -1\n",
+            &["line 2", "proxy.max_connections", "-1", "whole number"],
+        ),
+        (
+            "[proxy]\nmax_connections = \"many\"\n",
+            &["line 2", "proxy.max_connections", "\"many\"", "whole number"],
+        ),
+        (
+            "[proxy]\nshutdown_grace_secs = 1.5\n",
+            &["line 2", "proxy.shutdown_grace_secs", "1.5", "whole number"],
+        ),
+        (
+            "[proxy]\n\nmax_connections = 0\n",
+            &["line 3", "proxy.max_connections", "0", "greater than 0"],
+        ),
+        (
+            "[builtin_smtp]\nlisten = \"localhost:2525\"\n",
+            &["line 2", "builtin_smtp.listen", "localhost:2525", "IP address", "127.0.0.1:2525"],
+        ),
+        (
+            "[limits]\nmax_message_bytes = 0\n",
+            &["line 2", "limits.max_message_bytes", "0", "greater than 0"],
+        ),
+        (
+            "# retries\n[queue]\nfirst_retry_secs = 0\n",
+            &["line 3", "queue.first_retry_secs", "0"],
+        ),
+        ("[smtp]\nhost = \"\"\n", &["line 2", "smtp.host", "\"\""]),
+        (
+            "[resolve]\n\"x.test\" = \"nope\"\n",
+            &["line 2", "x.test", "nope", "IP address"],
+        ),
+        (
+            "[senders]\n\"h.test\" = \"bad@\"\n",
+            &["line 2", "senders", "h.test", "bad@"],
+        ),
+        (
+            "[relay]\nconsole = \"yes\"\n",
+            &["line 2", "relay.console", "\"yes\"", "true or false"],
+        ),
+        (
+            "[proxy]\nconect_timeout_secs = 3\n",
+            &["line 2", "proxy.conect_timeout_secs", "connect_timeout_secs"],
+        ),
+    ];
+    let rust_words = [
+        "usize",
+        "u64",
+        "u32",
+        "u16",
+        "i64",
+        "f64",
+        "invalid IP address syntax",
+        "invalid socket address syntax",
+    ];
+    for (text, wants) in cases {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} accepted");
+        assert!(err.contains(&file.display().to_string()), "{text:?}: no file in {err}");
+        for want in *wants {
+            assert!(err.contains(want), "{text:?}: {want:?} missing in {err}");
+        }
+        for word in rust_words {
+            assert!(!err.contains(word), "{text:?}: {word:?} in {err}");
+        }
+    }
+}
