@@ -152,7 +152,7 @@ pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<Vec<u8>>
             invalid.push(InvalidRecipient {
                 field,
                 addr: m.addr.clone(),
-                reason: format!("invalid {field} recipient {:?}: {e}", m.addr),
+                reason: format!("invalid {field} recipient {:?}: {}", m.addr, e.detail()),
             });
         }
     }
