@@ -105,15 +105,14 @@ impl App {
         interceptor: Option<Arc<dyn Interceptor>>,
     ) -> Result<App, StartError> {
         let listen = config.proxy.listen;
-        let listener =
-            tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|source| StartError::Listen {
-                    what: "proxy",
-                    option: "--listen",
-                    addr: listen,
-                    source,
-                })?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                what: "proxy",
+                option: "--listen",
+                addr: listen,
+                source,
+            })?;
         let (smtp, connect, builtin) = upstream(config).await?;
         let spool: Spool<MailRecord> =
             Spool::open(&config.paths.data, config.queue.clone()).map_err(StartError::Spool)?;

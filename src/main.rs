@@ -148,8 +148,8 @@ fn main() -> ExitCode {
         eprintln!("mailtap: {e}");
         return ExitCode::from(2);
     }
-    let ca_cert = mailtap::proxy::mitm::ca_dir(&config.paths.data)
-        .join(mailtap::proxy::mitm::CA_CERT_FILE);
+    let ca_cert =
+        mailtap::proxy::mitm::ca_dir(&config.paths.data).join(mailtap::proxy::mitm::CA_CERT_FILE);
     let had_ca = ca_cert.exists();
     raise_fd_limit();
     // A bounded blocking pool: spool fsyncs run there, and every extra thread keeps its own

@@ -348,7 +348,12 @@ async fn invalid_and_hostile_addresses_are_stored_rejected_with_the_reason() {
     // One invalid recipient is refused on its own; the mail itself is not rejected.
     let bad = by_subject("ok");
     assert!(bad.rejected.is_none(), "{:?}", bad.rejected);
-    assert_eq!(bad.invalid_recipients.len(), 1, "{:?}", bad.invalid_recipients);
+    assert_eq!(
+        bad.invalid_recipients.len(),
+        1,
+        "{:?}",
+        bad.invalid_recipients
+    );
     assert_eq!(bad.invalid_recipients[0].addr, "chengli@");
     assert!(bad.invalid_recipients[0].reason.contains("chengli@"));
     let none = by_subject("nobody")

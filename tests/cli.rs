@@ -147,8 +147,20 @@ fn run_to_exit(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
         stderr: Vec::new(),
     };
     use std::io::Read;
-    child.0.stdout.take().unwrap().read_to_end(&mut out.stdout).unwrap();
-    child.0.stderr.take().unwrap().read_to_end(&mut out.stderr).unwrap();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut out.stdout)
+        .unwrap();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut out.stderr)
+        .unwrap();
     out
 }
 
@@ -169,8 +181,14 @@ fn a_start_on_a_busy_port_fails_clearly_and_creates_nothing() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     let cases: [(&[&str], &str); 2] = [
-        (&["--listen", &busy_addr, "--smtp-listen", "127.0.0.1:0"], "--listen"),
-        (&["--listen", "127.0.0.1:0", "--smtp-listen", &busy_addr], "--smtp-listen"),
+        (
+            &["--listen", &busy_addr, "--smtp-listen", "127.0.0.1:0"],
+            "--listen",
+        ),
+        (
+            &["--listen", "127.0.0.1:0", "--smtp-listen", &busy_addr],
+            "--smtp-listen",
+        ),
     ];
     for (args, option) in cases {
         let cwd = tempfile::tempdir().unwrap();
@@ -178,7 +196,10 @@ fn a_start_on_a_busy_port_fails_clearly_and_creates_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {out:?}");
         assert!(err.contains(&busy_addr), "{args:?}: {err}");
-        assert!(err.contains("in use") || err.contains("in Use"), "{args:?}: {err}");
+        assert!(
+            err.contains("in use") || err.contains("in Use"),
+            "{args:?}: {err}"
+        );
         assert!(err.contains(option), "{args:?}: {err}");
         assert_eq!(entries(cwd.path()), Vec::<String>::new(), "{args:?}: {err}");
     }
@@ -225,7 +246,10 @@ fn data_and_logs_go_where_the_options_say_and_the_banner_shows_absolute_paths() 
         text.contains(&format!("{}/Log-*.txt", logs.display())),
         "{text}"
     );
-    assert!(text.contains(&data.join("mailbox").display().to_string()), "{text}");
+    assert!(
+        text.contains(&data.join("mailbox").display().to_string()),
+        "{text}"
+    );
     assert!(
         text.contains(&data.join("ca/mailtap-ca.pem").display().to_string()),
         "{text}"
@@ -263,7 +287,11 @@ fn mailtap_ca_names_its_absolute_path_and_says_loudly_when_it_creates_one() {
             .map(str::to_string)
             .unwrap_or_else(|| panic!("no fingerprint: {out}"))
     };
-    let cert_a = a.path().join("data/ca/mailtap-ca.pem").display().to_string();
+    let cert_a = a
+        .path()
+        .join("data/ca/mailtap-ca.pem")
+        .display()
+        .to_string();
     let (first, first_err) = run(a.path(), &[]);
     assert!(first.contains(&cert_a), "{first}");
     assert!(
@@ -274,10 +302,17 @@ fn mailtap_ca_names_its_absolute_path_and_says_loudly_when_it_creates_one() {
     assert_eq!(fingerprint(&again), fingerprint(&first));
     assert!(!again_err.contains("NEW"), "{again_err}");
     // From another directory: a second CA, announced as such, at its own absolute path.
-    let cert_b = b.path().join("data/ca/mailtap-ca.pem").display().to_string();
+    let cert_b = b
+        .path()
+        .join("data/ca/mailtap-ca.pem")
+        .display()
+        .to_string();
     let (other, other_err) = run(b.path(), &[]);
     assert!(other.contains(&cert_b), "{other}");
-    assert!(other_err.contains("NEW") && other_err.contains(&cert_b), "{other_err}");
+    assert!(
+        other_err.contains("NEW") && other_err.contains(&cert_b),
+        "{other_err}"
+    );
     assert_ne!(fingerprint(&other), fingerprint(&first));
     // --data points at the first one from anywhere.
     let data_a = a.path().join("data").display().to_string();
@@ -292,7 +327,15 @@ fn help_has_examples_paths_and_rust_log_and_check_config_has_no_config_option() 
     // offers only its positional file.
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for want in ["Examples", "RUST_LOG", "--data", "--logs", "--smtp-listen", "./data", "./logs"] {
+    for want in [
+        "Examples",
+        "RUST_LOG",
+        "--data",
+        "--logs",
+        "--smtp-listen",
+        "./data",
+        "./logs",
+    ] {
         assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
     }
     let out = Command::new(BIN)
@@ -314,11 +357,21 @@ fn check_config_says_file_line_key_value_and_what_is_expected() {
     let cases: &[(&str, &[&str])] = &[
         (
             "[proxy]\nlisten = \"127.0.0.1:2525\"\n",
-            &["line 2", "proxy.listen", "127.0.0.1:2525", "builtin_smtp.listen"],
+            &[
+                "line 2",
+                "proxy.listen",
+                "127.0.0.1:2525",
+                "builtin_smtp.listen",
+            ],
         ),
         (
             "[builtin_smtp]\nlisten = \"127.0.0.1:8800\"\n",
-            &["line 2", "builtin_smtp.listen", "127.0.0.1:8800", "proxy.listen"],
+            &[
+                "line 2",
+                "builtin_smtp.listen",
+                "127.0.0.1:8800",
+                "proxy.listen",
+            ],
         ),
         (
             "[proxy]\nallow = [\"127.0.0.0/8\", \"127.0.0.0/33\"]\n",
@@ -330,7 +383,12 @@ fn check_config_says_file_line_key_value_and_what_is_expected() {
         ),
         (
             "[proxy]\nmax_connections = \"many\"\n",
-            &["line 2", "proxy.max_connections", "\"many\"", "whole number"],
+            &[
+                "line 2",
+                "proxy.max_connections",
+                "\"many\"",
+                "whole number",
+            ],
         ),
         (
             "[proxy]\nshutdown_grace_secs = 1.5\n",
@@ -342,7 +400,13 @@ fn check_config_says_file_line_key_value_and_what_is_expected() {
         ),
         (
             "[builtin_smtp]\nlisten = \"localhost:2525\"\n",
-            &["line 2", "builtin_smtp.listen", "localhost:2525", "IP address", "127.0.0.1:2525"],
+            &[
+                "line 2",
+                "builtin_smtp.listen",
+                "localhost:2525",
+                "IP address",
+                "127.0.0.1:2525",
+            ],
         ),
         (
             "[limits]\nmax_message_bytes = 0\n",
@@ -367,7 +431,11 @@ fn check_config_says_file_line_key_value_and_what_is_expected() {
         ),
         (
             "[proxy]\nconect_timeout_secs = 3\n",
-            &["line 2", "proxy.conect_timeout_secs", "connect_timeout_secs"],
+            &[
+                "line 2",
+                "proxy.conect_timeout_secs",
+                "connect_timeout_secs",
+            ],
         ),
     ];
     let rust_words = [
@@ -389,7 +457,10 @@ fn check_config_says_file_line_key_value_and_what_is_expected() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{text:?} accepted");
-        assert!(err.contains(&file.display().to_string()), "{text:?}: no file in {err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "{text:?}: no file in {err}"
+        );
         for want in *wants {
             assert!(err.contains(want), "{text:?}: {want:?} missing in {err}");
         }

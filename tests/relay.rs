@@ -439,14 +439,20 @@ async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_ma
         bad.contains("\"bad addr@example.org\"") && !bad.contains("alice"),
         "{bad}"
     );
-    assert!(!text.contains("Final-Recipient: rfc822; zhangsan"), "{text}");
+    assert!(
+        !text.contains("Final-Recipient: rfc822; zhangsan"),
+        "{text}"
+    );
     // The spool says what happened to each recipient.
     let settled = settled_mails(&mt.spool).await;
     assert_eq!(settled.len(), 1);
     assert_eq!(settled[0].1, MailState::Delivered);
     let meta = mt.spool.get(&settled[0].0).await.unwrap().unwrap();
     use mailtap::queue::RcptStatus;
-    assert_eq!(meta.recipients["zhangsan@example.com"], RcptStatus::Delivered);
+    assert_eq!(
+        meta.recipients["zhangsan@example.com"],
+        RcptStatus::Delivered
+    );
     for addr in ["alice@localhost", "bad addr@example.org"] {
         match &meta.recipients[addr] {
             RcptStatus::Failed(reason) => assert!(reason.contains(addr), "{addr}: {reason}"),

@@ -24,7 +24,11 @@ pub(super) struct Located {
 /// 1-based line number of byte `offset` in `text`.
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// One key segment as it would be written in a dotted key.
@@ -49,20 +53,25 @@ fn shown_value(text: &str, span: Range<usize>) -> Option<String> {
 pub(super) fn locate_offset(text: &str, offset: usize) -> Option<Located> {
     let doc = DeTable::parse(text).ok()?;
     let mut found = None;
-    walk_table(text, doc.get_ref(), &mut Vec::new(), &mut |path, key_span, value| {
-        let covers = |r: &Range<usize>| r.start <= offset && offset < r.end.max(r.start + 1);
-        if covers(&key_span) || covers(&value.span()) {
-            // Later (deeper) matches refine earlier ones.
-            found = Some(Located {
-                line: line_of(text, key_span.start),
-                key: path.join("."),
-                value: match value.get_ref() {
-                    DeValue::Table(_) => None,
-                    _ => shown_value(text, value.span()),
-                },
-            });
-        }
-    });
+    walk_table(
+        text,
+        doc.get_ref(),
+        &mut Vec::new(),
+        &mut |path, key_span, value| {
+            let covers = |r: &Range<usize>| r.start <= offset && offset < r.end.max(r.start + 1);
+            if covers(&key_span) || covers(&value.span()) {
+                // Later (deeper) matches refine earlier ones.
+                found = Some(Located {
+                    line: line_of(text, key_span.start),
+                    key: path.join("."),
+                    value: match value.get_ref() {
+                        DeValue::Table(_) => None,
+                        _ => shown_value(text, value.span()),
+                    },
+                });
+            }
+        },
+    );
     found
 }
 
@@ -71,28 +80,31 @@ pub(super) fn locate_key(text: &str, segments: &[&str]) -> Option<Located> {
     let doc = DeTable::parse(text).ok()?;
     let want: Vec<String> = segments.iter().map(|s| segment(s)).collect();
     let mut found = None;
-    walk_table(text, doc.get_ref(), &mut Vec::new(), &mut |path, key_span, value| {
-        if found.is_none() && path == want.as_slice() {
-            found = Some(Located {
-                line: line_of(text, key_span.start),
-                key: path.join("."),
-                value: match value.get_ref() {
-                    DeValue::Table(_) => None,
-                    _ => shown_value(text, value.span()),
-                },
-            });
-        }
-    });
+    walk_table(
+        text,
+        doc.get_ref(),
+        &mut Vec::new(),
+        &mut |path, key_span, value| {
+            if found.is_none() && path == want.as_slice() {
+                found = Some(Located {
+                    line: line_of(text, key_span.start),
+                    key: path.join("."),
+                    value: match value.get_ref() {
+                        DeValue::Table(_) => None,
+                        _ => shown_value(text, value.span()),
+                    },
+                });
+            }
+        },
+    );
     found
 }
 
+/// Called with a key's dotted path (as segments), the key's span and its value.
+type Visit<'v> = dyn FnMut(&[String], Range<usize>, &Spanned<DeValue<'_>>) + 'v;
+
 /// Calls `visit(path, key span, value)` for every key, depth first, parents before children.
-fn walk_table(
-    text: &str,
-    table: &DeTable<'_>,
-    path: &mut Vec<String>,
-    visit: &mut dyn FnMut(&[String], Range<usize>, &Spanned<DeValue<'_>>),
-) {
+fn walk_table(text: &str, table: &DeTable<'_>, path: &mut Vec<String>, visit: &mut Visit<'_>) {
     for (key, value) in table.iter() {
         path.push(segment(key.get_ref()));
         visit(path, key.span(), value);
@@ -106,7 +118,7 @@ fn walk_value(
     key_span: Range<usize>,
     value: &Spanned<DeValue<'_>>,
     path: &mut Vec<String>,
-    visit: &mut dyn FnMut(&[String], Range<usize>, &Spanned<DeValue<'_>>),
+    visit: &mut Visit<'_>,
 ) {
     match value.get_ref() {
         DeValue::Table(t) => walk_table(text, t, path, visit),
@@ -145,9 +157,10 @@ pub(super) fn in_words(message: &str, key: &str, value: Option<&str>) -> String 
         return expected.to_string();
     }
     if m.contains("invalid socket address syntax") {
-        let mut m = "expected an IP address and a port, e.g. \"127.0.0.1:8800\" or \"[::1]:8800\"; \
+        let mut m =
+            "expected an IP address and a port, e.g. \"127.0.0.1:8800\" or \"[::1]:8800\"; \
                      a host name such as localhost is not accepted here — write its IP address"
-            .to_string();
+                .to_string();
         let port = value
             .map(|v| v.trim_matches('"'))
             .and_then(|v| v.strip_prefix("localhost:"));
@@ -176,8 +189,14 @@ pub(super) fn in_words(message: &str, key: &str, value: Option<&str>) -> String 
         ("expected bool", "expected true or false"),
         ("expected a sequence", "expected a list [ … ]"),
         ("expected a map", "expected a table"),
-        ("expected socket address", "expected an IP address and a port such as \"127.0.0.1:8800\""),
-        ("expected IP address", "expected an IP address such as \"127.0.0.1\""),
+        (
+            "expected socket address",
+            "expected an IP address and a port such as \"127.0.0.1:8800\"",
+        ),
+        (
+            "expected IP address",
+            "expected an IP address such as \"127.0.0.1\"",
+        ),
         ("expected a string", "expected a string in double quotes"),
     ] {
         m = m.replace(rust, words);
@@ -222,13 +241,33 @@ mod tests {
     fn rust_words_become_readme_words() {
         // Guards the rewording table: no Rust type name survives.
         for (msg, key, want) in [
-            ("invalid value: integer `-1`, expected usize", "proxy.max_connections", "whole number"),
-            ("invalid type: floating point `1.5`, expected u64", "x", "decimal number"),
+            (
+                "invalid value: integer `-1`, expected usize",
+                "proxy.max_connections",
+                "whole number",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64",
+                "x",
+                "decimal number",
+            ),
             ("invalid IP address syntax", "proxy.allow[0]", "CIDR"),
-            ("invalid IP address syntax", "resolve.\"x.test\"", "not a host name"),
-            ("invalid socket address syntax", "proxy.listen", "[::1]:8800"),
+            (
+                "invalid IP address syntax",
+                "resolve.\"x.test\"",
+                "not a host name",
+            ),
+            (
+                "invalid socket address syntax",
+                "proxy.listen",
+                "[::1]:8800",
+            ),
             ("missing field `path`", "rule[0]", "missing key `path`"),
-            ("invalid type: string \"yes\", expected a boolean", "relay.console", "true or false"),
+            (
+                "invalid type: string \"yes\", expected a boolean",
+                "relay.console",
+                "true or false",
+            ),
         ] {
             let got = in_words(msg, key, None);
             assert!(got.contains(want), "{msg} → {got}");

@@ -108,7 +108,13 @@ fn check_reasons_table() {
     // Reply-To, no (valid) recipient or size, and never drops data from the record.
     type Edit = fn(&mut MailRecord);
     use RecipientField::{Bcc, Cc, To};
-    let cases: Vec<(&str, Edit, Option<RejectionKind>, Vec<(RecipientField, &str)>)> = vec![
+    type Case = (
+        &'static str,
+        Edit,
+        Option<RejectionKind>,
+        Vec<(RecipientField, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
         ("valid", |_| {}, None, vec![]),
         (
             "no sender",
@@ -231,7 +237,10 @@ fn check_reasons_table() {
         for i in &r.invalid_recipients {
             // Each reason names its own address and field, and no other invalid address.
             assert!(i.reason.contains(&format!("{:?}", i.addr)), "{what}: {i:?}");
-            assert!(i.reason.contains(&format!("{} recipient", i.field)), "{what}: {i:?}");
+            assert!(
+                i.reason.contains(&format!("{} recipient", i.field)),
+                "{what}: {i:?}"
+            );
             for other in r.invalid_recipients.iter().filter(|o| o.addr != i.addr) {
                 assert!(!i.reason.contains(&other.addr), "{what}: {i:?}");
             }
@@ -254,5 +263,8 @@ fn refused_recipients_are_not_in_the_headers() {
     assert!(headers.contains("zhangsan@example.com"), "{headers}");
     assert!(!headers.contains("alice@localhost"), "{headers}");
     assert!(!headers.contains("bad addr"), "{headers}");
-    assert!(!headers.to_ascii_lowercase().contains("\r\ncc:"), "{headers}");
+    assert!(
+        !headers.to_ascii_lowercase().contains("\r\ncc:"),
+        "{headers}"
+    );
 }

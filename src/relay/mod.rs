@@ -277,7 +277,10 @@ impl Relay {
         let mut refused = Vec::new();
         if record.rejected.is_none() {
             for inv in &record.invalid_recipients {
-                let new_here = meta.recipients.get(&inv.addr).is_none_or(RcptStatus::is_open);
+                let new_here = meta
+                    .recipients
+                    .get(&inv.addr)
+                    .is_none_or(RcptStatus::is_open);
                 if new_here
                     && !open.contains(&inv.addr)
                     && !refused.iter().any(|f: &Failure| f.recipient == inv.addr)
@@ -296,7 +299,12 @@ impl Relay {
             outcome: Vec::new(),
             refused_status: refused
                 .iter()
-                .map(|f| (f.recipient.clone(), RcptStatus::Failed(f.diagnostic.clone())))
+                .map(|f| {
+                    (
+                        f.recipient.clone(),
+                        RcptStatus::Failed(f.diagnostic.clone()),
+                    )
+                })
                 .collect(),
             refused: Vec::new(),
         };
@@ -346,7 +354,12 @@ impl Relay {
                 }
                 let per_rcpt: Vec<(String, RcptStatus)> = failures
                     .iter()
-                    .map(|f| (f.recipient.clone(), RcptStatus::Failed(f.diagnostic.clone())))
+                    .map(|f| {
+                        (
+                            f.recipient.clone(),
+                            RcptStatus::Failed(f.diagnostic.clone()),
+                        )
+                    })
                     .collect();
                 if failures.is_empty() {
                     failures.push(local_failure("(no recipients)", &reason, "5.1.3"));
