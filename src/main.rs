@@ -133,6 +133,12 @@ fn main() -> ExitCode {
         config.proxy.listen = listen;
     }
     if let Some(listen) = cli.smtp_listen {
+        if config.smtp.is_some() {
+            eprintln!(
+                "mailtap: --smtp-listen has no effect: [smtp] is configured, so the built-in \
+                 SMTP server does not start"
+            );
+        }
         config.builtin_smtp.listen = listen;
     }
     if let Some(data) = &cli.data {
