@@ -148,6 +148,7 @@ fn record(i: usize) -> MailRecord {
         http_response_head: String::new(),
         transcript: None,
         rejected: None,
+        invalid_recipients: Vec::new(),
     }
 }
 

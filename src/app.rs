@@ -35,6 +35,15 @@ pub enum StartError {
     BuiltinSmtp(String),
     /// `[smtp]` is set but its password or trusted roots cannot be loaded.
     Smtp(String),
+    /// A listening address could not be bound (typically: another program has the port).
+    /// Nothing has been created on disk when this is returned.
+    Listen {
+        /// What was to listen there, and how to choose another address.
+        what: &'static str,
+        option: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -45,6 +54,22 @@ impl fmt::Display for StartError {
             StartError::Proxy(e) => write!(f, "{e}"),
             StartError::BuiltinSmtp(e) => write!(f, "cannot start the built-in SMTP server: {e}"),
             StartError::Smtp(e) => write!(f, "[smtp]: {e}"),
+            StartError::Listen {
+                what,
+                option,
+                addr,
+                source,
+            } => {
+                write!(f, "cannot listen on {addr} for the {what}: {source}")?;
+                if source.kind() == std::io::ErrorKind::AddrInUse {
+                    write!(
+                        f,
+                        ". Another program (or another mailtap) is using that port: stop it, \
+                         or choose a free address with {option} IP:PORT"
+                    )?;
+                }
+                write!(f, ". Nothing was started or created.")
+            }
         }
     }
 }
@@ -61,8 +86,9 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the spool (recovering what a previous run left), builds the webmail interceptor
-    /// and binds the proxy. Nothing is served until [`App::run`].
+    /// Binds the proxy's and the built-in SMTP server's addresses first (so a busy port fails
+    /// before anything is created on disk), then opens the spool (recovering what a previous
+    /// run left) and builds the webmail interceptor. Nothing is served until [`App::run`].
     pub async fn start(config: &Config) -> Result<App, StartError> {
         App::start_inner(config, None).await
     }
@@ -80,6 +106,16 @@ impl App {
         config: &Config,
         interceptor: Option<Arc<dyn Interceptor>>,
     ) -> Result<App, StartError> {
+        let listen = config.proxy.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                what: "proxy",
+                option: "--listen",
+                addr: listen,
+                source,
+            })?;
+        let (smtp, connect, builtin) = upstream(config).await?;
         let spool: Spool<MailRecord> =
             Spool::open(&config.paths.data, config.queue.clone()).map_err(StartError::Spool)?;
         // Transcripts an older version left readable by everyone become owner-only.
@@ -106,10 +142,8 @@ impl App {
                 ))
             }
         };
-        let proxy = Proxy::bind(config, Some(interceptor))
-            .await
-            .map_err(StartError::Proxy)?;
-        let (smtp, connect, builtin) = upstream(config).await?;
+        let proxy =
+            Proxy::from_listener(listener, config, Some(interceptor)).map_err(StartError::Proxy)?;
         let relay = Arc::new(Relay {
             spool: spool.clone(),
             smtp,
@@ -237,7 +271,15 @@ async fn upstream(
             let mailbox = config.paths.data.join("mailbox");
             let server = BuiltinServer::bind(config.builtin_smtp.clone(), mailbox)
                 .await
-                .map_err(|e| StartError::BuiltinSmtp(e.to_string()))?;
+                .map_err(|e| match e {
+                    crate::smtp::server::ServerError::Bind { addr, source } => StartError::Listen {
+                        what: "built-in SMTP server",
+                        option: "--smtp-listen",
+                        addr,
+                        source,
+                    },
+                    other => StartError::BuiltinSmtp(other.to_string()),
+                })?;
             let addr = server
                 .local_addr()
                 .map_err(|e| StartError::BuiltinSmtp(e.to_string()))?;

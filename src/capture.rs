@@ -286,6 +286,7 @@ impl Capture {
             sender = %record.sender, sender_source = ?record.sender_source,
             recipients = record.recipients().count(), bytes = message.len(),
             rejected = record.rejected.as_ref().map(|r| r.reason.as_str()),
+            invalid_recipients = record.invalid_recipients.len(),
             "webmail send intercepted"
         );
         if action == Action::Observe {

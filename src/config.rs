@@ -20,6 +20,8 @@ use crate::report::ReportConfig;
 use crate::smtp::{BuiltinSmtpConfig, ClientConfig};
 use crate::translog::LogConfig;
 
+mod explain;
+
 /// The whole configuration file. Absent sections take their defaults, so an empty file (or no
 /// file at all) is the zero-configuration run.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -229,11 +231,18 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The TOML did not parse or did not fit the schema (unknown key, wrong type…); the message
-    /// is toml's, which names the key and its line.
-    Parse { path: PathBuf, message: String },
     /// A value parsed but is not usable.
     Invalid { key: &'static str, reason: String },
+    /// A problem in a file — TOML syntax, the schema (unknown key, wrong type) or a value
+    /// that is not usable — located: the file, the line, the key and its value as written
+    /// (each when known), and what is wrong or expected in words.
+    At {
+        path: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        value: Option<String>,
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -242,10 +251,25 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
-            ConfigError::Parse { path, message } => {
-                write!(f, "{}: {}", path.display(), message.trim_end())
-            }
             ConfigError::Invalid { key, reason } => write!(f, "invalid `{key}`: {reason}"),
+            ConfigError::At {
+                path,
+                line,
+                key,
+                value,
+                reason,
+            } => {
+                write!(f, "{}", path.display())?;
+                if let Some(line) = line {
+                    write!(f, ", line {line}")?;
+                }
+                match (key, value) {
+                    (Some(k), Some(v)) => write!(f, ": {k} = {v}")?,
+                    (Some(k), None) => write!(f, ": {k}")?,
+                    _ => {}
+                }
+                write!(f, ": {reason}")
+            }
         }
     }
 }
@@ -259,22 +283,38 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        Config::parse_located(&text, path)
     }
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
+        Config::parse_located(text, Path::new("<config>"))
+    }
+
+    /// Parses and validates `text` read from `path`; every error is located in it.
+    fn parse_located(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start);
+            let found = offset.and_then(|o| explain::locate_offset(text, o));
+            let key = found.as_ref().map(|l| l.key.clone()).unwrap_or_default();
+            ConfigError::At {
+                path: path.to_path_buf(),
+                line: found
+                    .as_ref()
+                    .map(|l| l.line)
+                    .or_else(|| offset.map(|o| explain::line_of(text, o))),
+                reason: explain::in_words(
+                    e.message(),
+                    &key,
+                    found.as_ref().and_then(|l| l.value.as_deref()),
+                ),
+                key: found.as_ref().map(|l| l.key.clone()),
+                value: found.and_then(|l| l.value),
+            }
         })?;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|e| locate_invalid(e, text, path))?;
         Ok(config)
     }
 
@@ -331,11 +371,19 @@ impl Config {
             }
         }
         let limits = &self.limits;
-        if limits.max_message_bytes == 0 || limits.max_intercept_body_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits",
-                reason: "limits must be greater than 0".into(),
-            });
+        for (key, value) in [
+            ("limits.max_message_bytes", limits.max_message_bytes),
+            (
+                "limits.max_intercept_body_bytes",
+                limits.max_intercept_body_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
         }
         if usize::try_from(limits.max_intercept_body_bytes).is_err() {
             return Err(ConfigError::Invalid {
@@ -345,7 +393,10 @@ impl Config {
         }
         self.queue.validate().map_err(|e| ConfigError::Invalid {
             key: "queue",
-            reason: e.to_string(),
+            reason: match e {
+                crate::queue::QueueError::Config(reason) => reason,
+                other => other.to_string(),
+            },
         })?;
         for (host, sender) in &self.senders {
             crate::mail::address::validate_addr(sender).map_err(|e| ConfigError::Invalid {
@@ -359,6 +410,17 @@ impl Config {
                 reason,
             })?;
         }
+        let (proxy, builtin) = (self.proxy.listen, self.builtin_smtp.listen);
+        if self.smtp.is_none() && same_listener(proxy, builtin) {
+            return Err(ConfigError::Invalid {
+                key: "proxy.listen",
+                reason: format!(
+                    "the proxy (proxy.listen = {proxy}) and the built-in SMTP server \
+                     (builtin_smtp.listen = {builtin}) cannot listen on the same address; give \
+                     them different ports, or configure [smtp] to relay to another server"
+                ),
+            });
+        }
         if self.relay.workers == 0 {
             return Err(ConfigError::Invalid {
                 key: "relay.workers",
@@ -370,6 +432,73 @@ impl Config {
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         Ok(())
+    }
+}
+
+/// True when two listeners would fight over one port (same port, and the same IP or a
+/// wildcard on either side). Port 0 never clashes: the system picks a free one.
+fn same_listener(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Places a validation error in the file: the key it names (or, for a whole section, the key
+/// its reason starts with; failing that, the first key its reason mentions that the file sets).
+fn locate_invalid(e: ConfigError, text: &str, path: &Path) -> ConfigError {
+    let ConfigError::Invalid { key, reason } = e else {
+        return e;
+    };
+    let segments: Vec<&str> = key.split('.').collect();
+    let mut reason = reason;
+    let mut found = explain::locate_key(text, &segments);
+    let is_section = found.as_ref().is_none_or(|l| l.value.is_none());
+    if is_section {
+        // "first_retry_secs = 0: …", "smtp.host must not be empty", "h.test = \"x@\": …"
+        let token: String = reason
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != ':')
+            .collect();
+        let leaf = token
+            .strip_prefix(&format!("{key}."))
+            .unwrap_or(&token)
+            .to_string();
+        let mut refined = segments.clone();
+        refined.push(&leaf);
+        if let Some(l) = (!leaf.is_empty())
+            .then(|| explain::locate_key(text, &refined))
+            .flatten()
+        {
+            let rest = reason[token.len()..].to_string();
+            let rest = match rest.strip_prefix(" = ") {
+                Some(r) => r.split_once(": ").map_or(r, |(_, after)| after).to_string(),
+                None => rest.trim_start_matches([':', ' ']).to_string(),
+            };
+            reason = rest;
+            found = Some(l);
+        }
+    }
+    if found.is_none() {
+        found = reason
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .filter(|w| w.contains('.') && !w.starts_with('.') && !w.ends_with('.'))
+            .find_map(|w| explain::locate_key(text, &w.split('.').collect::<Vec<_>>()));
+    }
+    match found {
+        Some(l) => ConfigError::At {
+            path: path.to_path_buf(),
+            line: Some(l.line),
+            key: Some(l.key),
+            value: l.value,
+            reason,
+        },
+        None => ConfigError::At {
+            path: path.to_path_buf(),
+            line: None,
+            key: Some(key.to_string()),
+            value: None,
+            reason,
+        },
     }
 }
 

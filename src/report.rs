@@ -158,6 +158,7 @@ pub fn build(
         http_response_head: String::new(),
         transcript: None,
         rejected: None,
+        invalid_recipients: Vec::new(),
     };
     Some((record, bytes))
 }
@@ -290,6 +291,7 @@ mod tests {
             http_response_head: String::new(),
             transcript: None,
             rejected: None,
+            invalid_recipients: Vec::new(),
         }
     }
 

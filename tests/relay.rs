@@ -173,7 +173,7 @@ async fn invalid_addresses_and_oversize_mail_become_reports() {
     let mt = start(&config("[builtin_smtp]\nmax_message_bytes = 3000\n"), None).await;
     raw_exchange(
         mt.addr,
-        &roundcube_send("bob@example.org, chengli@", "", "bad address", "x"),
+        &roundcube_send("chengli@, alice@localhost", "", "bad address", "x"),
     )
     .await;
     raw_exchange(
@@ -200,6 +200,15 @@ async fn invalid_addresses_and_oversize_mail_become_reports() {
         .find(|t| t.contains("chengli@"))
         .expect("report for the bad address");
     assert!(bad.contains("Status: 5.1.3"), "{bad}");
+    // Every recipient of a mail with no valid one is named with its own reason.
+    for addr in ["chengli@", "alice@localhost"] {
+        let block = bad
+            .split(&format!("Final-Recipient: rfc822; {addr}\r\n"))
+            .nth(1)
+            .and_then(|b| b.split("\r\n\r\n").next())
+            .unwrap_or_else(|| panic!("no block for {addr}: {bad}"));
+        assert!(block.contains(&format!("\"{addr}\"")), "{addr}: {block}");
+    }
     let big = texts
         .iter()
         .find(|t| t.contains("SIZE") || t.contains("5.3.4"))
@@ -369,4 +378,104 @@ async fn session_tokens_in_the_request_never_reach_the_transcript() {
         "{text}"
     );
     assert!(!text.contains("GbKsid123"), "{text}");
+}
+
+#[tokio::test]
+async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_mail() {
+    // Guards independent recipients: the valid one is delivered; the report names each invalid
+    // address with its own reason (one RFC 3464 block each) and never the valid one.
+    let mt = start(&config(""), None).await;
+    let response = raw_exchange(
+        mt.addr,
+        &roundcube_send(
+            "zhangsan@example.com; alice@localhost; \"x\"<bad addr@example.org>",
+            "",
+            "three recipients",
+            "hi",
+        ),
+    )
+    .await;
+    assert!(response.contains("sent_successfully"), "{response}");
+    let mail = mailbox_with(&mt, 2).await;
+    let original = mail
+        .iter()
+        .find(|m| m.envelope.sender == SENDER)
+        .expect("the valid recipient got the mail");
+    assert_eq!(original.envelope.recipients, ["zhangsan@example.com"]);
+    let eml = std::fs::read_to_string(&original.eml_path).unwrap();
+    assert!(
+        !eml.contains("alice@localhost") && !eml.contains("bad addr"),
+        "invalid addresses in the delivered headers: {eml}"
+    );
+    let report = mail
+        .iter()
+        .find(|m| m.envelope.sender.is_empty())
+        .expect("report with null sender");
+    assert_eq!(report.envelope.recipients, [SENDER]);
+    let text = std::fs::read_to_string(&report.eml_path).unwrap();
+    let blocks: Vec<&str> = text
+        .split("Final-Recipient: rfc822; ")
+        .skip(1)
+        .map(|b| b.split("\r\n\r\n").next().unwrap_or(b))
+        .collect();
+    assert_eq!(blocks.len(), 2, "{text}");
+    let alice = blocks
+        .iter()
+        .find(|b| b.starts_with("alice@localhost\r\n"))
+        .unwrap_or_else(|| panic!("no block for alice: {text}"));
+    let bad = blocks
+        .iter()
+        .find(|b| b.starts_with("bad addr@example.org\r\n"))
+        .unwrap_or_else(|| panic!("no block for the third address: {text}"));
+    assert!(alice.contains("Status: 5.1.3") && bad.contains("Status: 5.1.3"));
+    assert!(
+        alice.contains("\"alice@localhost\"") && !alice.contains("bad addr"),
+        "{alice}"
+    );
+    assert!(
+        bad.contains("\"bad addr@example.org\"") && !bad.contains("alice"),
+        "{bad}"
+    );
+    assert!(
+        !text.contains("Final-Recipient: rfc822; zhangsan"),
+        "{text}"
+    );
+    // The spool says what happened to each recipient.
+    let settled = settled_mails(&mt.spool).await;
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].1, MailState::Delivered);
+    let meta = mt.spool.get(&settled[0].0).await.unwrap().unwrap();
+    use mailtap::queue::RcptStatus;
+    assert_eq!(
+        meta.recipients["zhangsan@example.com"],
+        RcptStatus::Delivered
+    );
+    for addr in ["alice@localhost", "bad addr@example.org"] {
+        match &meta.recipients[addr] {
+            RcptStatus::Failed(reason) => assert!(reason.contains(addr), "{addr}: {reason}"),
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+    mt.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_sender_still_refuses_the_whole_mail() {
+    // Guards the sender rule: with an invalid sender nothing is relayed and the browser is
+    // told the mail was not sent (no report could reach anyone).
+    let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[relay]\nconsole = false\n";
+    let mt = start(cfg, None).await;
+    // Roundcube's literal `_from` carries the (invalid) sender.
+    let body = "_token=t&_task=mail&_action=send&_id=77&_from=lilei%40localhost&_to=bob%40example.org&_cc=&_bcc=&_subject=s&_is_html=0&_message=hi&_draft=";
+    let raw = format!(
+        "POST http://webmail.example.test:9/roundcube/?_task=mail&_unlock=loading9&_framed=1 HTTP/1.1\r\n\
+         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = raw_exchange(mt.addr, raw.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 422"), "{response}");
+    assert!(response.contains("NOT sent"), "{response}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(mt.mailbox().is_empty(), "something was relayed");
+    mt.shutdown().await;
 }

@@ -90,6 +90,7 @@ impl MailDraft {
             http_response_head: String::new(),
             transcript: None,
             rejected: None,
+            invalid_recipients: Vec::new(),
         }
     }
 }

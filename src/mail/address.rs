@@ -41,6 +41,19 @@ impl std::fmt::Display for AddressError {
 
 impl std::error::Error for AddressError {}
 
+impl AddressError {
+    /// What is wrong, without repeating the address (for messages that name it already).
+    pub fn detail(&self) -> String {
+        match self {
+            AddressError::Empty => "empty address".into(),
+            AddressError::ControlCharacter { .. } => {
+                "contains a control character (CR, LF, NUL…)".into()
+            }
+            AddressError::Syntax { detail, .. } => detail.clone(),
+        }
+    }
+}
+
 /// True when `s` holds a character that must never reach a header or an SMTP line.
 pub fn has_control(s: &str) -> bool {
     s.chars().any(|c| c.is_control())
@@ -63,7 +76,15 @@ pub fn validate_addr(addr: &str) -> Result<(), AddressError> {
         .map(|_| ())
         .map_err(|e| AddressError::Syntax {
             addr: addr.into(),
-            detail: e.to_string(),
+            detail: match e {
+                // `a@localhost`: a valid RFC 5321 name, but not one mail can be relayed to.
+                email_address::Error::DomainTooFew => {
+                    "the domain has no top-level domain (such as .com or .cn), so no mail \
+                     server on the Internet can take it"
+                        .to_string()
+                }
+                other => other.to_string().trim_end_matches('.').to_string(),
+            },
         })
 }
 

@@ -11,7 +11,9 @@ use mail_builder::headers::address::Address;
 use mail_builder::MessageBuilder;
 
 use super::address::validate_addr;
-use super::record::{MailRecord, Mailbox, Rejection, RejectionKind, SenderSource};
+use super::record::{
+    InvalidRecipient, MailRecord, Mailbox, RecipientField, Rejection, RejectionKind, SenderSource,
+};
 
 /// Rendering failed inside mail-builder (it writes to memory, so this is not expected).
 #[derive(Debug)]
@@ -43,8 +45,15 @@ fn address(m: &Mailbox) -> Address<'_> {
     Address::new_address(m.name.as_deref().map(sanitize), sanitize(&m.addr))
 }
 
-fn address_list(list: &[Mailbox]) -> Address<'_> {
-    Address::new_list(list.iter().map(address).collect())
+/// The entries of `list` (the record's `field`) not refused on their own.
+fn listed<'a>(record: &MailRecord, field: RecipientField, list: &'a [Mailbox]) -> Vec<&'a Mailbox> {
+    list.iter()
+        .filter(|m| record.invalid_entry(field, m).is_none())
+        .collect()
+}
+
+fn address_list<'a>(list: &[&'a Mailbox]) -> Address<'a> {
+    Address::new_list(list.iter().map(|m| address(m)).collect())
 }
 
 /// Renders the message: From (display name + envelope sender), To, Cc, Reply-To, Subject
@@ -73,14 +82,18 @@ pub fn render(record: &MailRecord) -> Result<Vec<u8>, BuildError> {
             mail_builder::headers::raw::Raw::new(crate::clock::rfc5322(record.received)),
         )
         .message_id(format!("{}@{}", sanitize(&record.id), domain));
-    if !record.to.is_empty() {
-        b = b.to(address_list(&record.to));
+    // Recipients refused on their own get no mail, and their (invalid) addresses are kept
+    // out of the headers the others receive.
+    let to = listed(record, RecipientField::To, &record.to);
+    if !to.is_empty() {
+        b = b.to(address_list(&to));
     }
-    if !record.cc.is_empty() {
-        b = b.cc(address_list(&record.cc));
+    let cc = listed(record, RecipientField::Cc, &record.cc);
+    if !cc.is_empty() {
+        b = b.cc(address_list(&cc));
     }
     if let Some(rt) = record.reply_to.as_deref().filter(|l| !l.is_empty()) {
-        b = b.reply_to(address_list(rt));
+        b = b.reply_to(address_list(&rt.iter().collect::<Vec<_>>()));
     }
     match (&record.text, &record.html) {
         (None, None) => b = b.text_body(""),
@@ -108,16 +121,49 @@ fn reject(record: &mut MailRecord, reason: String, kind: RejectionKind) {
     record.rejected = Some(Rejection { reason, kind });
 }
 
-/// Checks a record before it is queued and sets `rejected` (first failure wins, in this order):
-/// no sender; an invalid sender; an invalid recipient or Reply-To address (the address and its
-/// field are named); no recipients at all; rendered size over `max_message_bytes` (both sizes
-/// given). Returns the rendered message when rendering happened (also when it was too large),
-/// so callers do not render twice. Nothing is removed from the record. A record already
-/// rejected is left as it is.
+/// Why one listed mailbox cannot be used: its address fails strict validation, or its display
+/// name holds a control character.
+fn mailbox_error(m: &Mailbox) -> Option<super::address::AddressError> {
+    if let Err(e) = validate_addr(&m.addr) {
+        return Some(e);
+    }
+    m.name
+        .as_deref()
+        .is_some_and(super::address::has_control)
+        .then(|| super::address::AddressError::ControlCharacter {
+            addr: m.addr.clone(),
+        })
+}
+
+/// Checks a record before it is queued. Recipients are independent: each invalid To/Cc/Bcc
+/// entry is listed in `invalid_recipients` with its own reason, and the others still get the
+/// mail. The whole mail is `rejected` (first failure wins, in this order) for: no sender; an
+/// invalid sender; an invalid Reply-To address; no recipients at all; no valid recipient (the
+/// first invalid one is named); rendered size over `max_message_bytes` (both sizes given).
+/// Returns the rendered message when rendering happened (also when it was too large), so
+/// callers do not render twice. Nothing is removed from the record. A record already rejected
+/// is left as it is.
 pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<Vec<u8>> {
     if record.rejected.is_some() {
         return None;
     }
+    let mut invalid: Vec<InvalidRecipient> = Vec::new();
+    for (field, m) in record.recipients_by_field() {
+        if invalid.iter().any(|i| i.field == field && i.addr == m.addr) {
+            continue;
+        }
+        if let Some(e) = mailbox_error(m) {
+            invalid.push(InvalidRecipient {
+                field,
+                addr: m.addr.clone(),
+                reason: format!("invalid {field} recipient {:?}: {}", m.addr, e.detail()),
+            });
+        }
+    }
+    for i in &invalid {
+        tracing::info!(id = %record.id, reason = %i.reason, "recipient refused");
+    }
+    record.invalid_recipients = invalid;
     if record.sender_source == SenderSource::Unknown || record.sender.is_empty() {
         reject(
             record,
@@ -135,32 +181,12 @@ pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<Vec<u8>>
         );
         return None;
     }
-    let lists: [(&str, &[Mailbox]); 4] = [
-        ("To", &record.to),
-        ("Cc", &record.cc),
-        ("Bcc", &record.bcc),
-        ("Reply-To", record.reply_to.as_deref().unwrap_or(&[])),
-    ];
-    let mut bad = None;
-    'outer: for (field, list) in lists {
-        for m in list {
-            if let Err(e) = validate_addr(&m.addr) {
-                bad = Some((field, m.addr.clone(), e));
-                break 'outer;
-            }
-            if m.name.as_deref().is_some_and(super::address::has_control) {
-                let e = super::address::AddressError::ControlCharacter {
-                    addr: m.addr.clone(),
-                };
-                bad = Some((field, m.addr.clone(), e));
-                break 'outer;
-            }
-        }
-    }
-    if let Some((field, addr, e)) = bad {
+    let reply_to = record.reply_to.as_deref().unwrap_or(&[]);
+    if let Some((m, e)) = reply_to.iter().find_map(|m| Some((m, mailbox_error(m)?))) {
+        let addr = m.addr.clone();
         reject(
             record,
-            format!("invalid {field} recipient {addr:?}: {e}"),
+            format!("invalid Reply-To address {addr:?}: {e}"),
             RejectionKind::InvalidAddress { addr },
         );
         return None;
@@ -170,6 +196,27 @@ pub fn check(record: &mut MailRecord, max_message_bytes: u64) -> Option<Vec<u8>>
             record,
             "no recipients (To, Cc and Bcc are empty)".into(),
             RejectionKind::NoRecipients,
+        );
+        return None;
+    }
+    if record.valid_recipients().next().is_none() {
+        let first = record.invalid_recipients[0].clone();
+        let reason = match record.invalid_recipients.len() {
+            1 => first.reason,
+            _ => format!(
+                "no valid recipient: {}",
+                record
+                    .invalid_recipients
+                    .iter()
+                    .map(|i| i.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        reject(
+            record,
+            reason,
+            RejectionKind::InvalidAddress { addr: first.addr },
         );
         return None;
     }

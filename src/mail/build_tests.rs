@@ -40,6 +40,7 @@ fn record() -> MailRecord {
         http_response_head: String::new(),
         transcript: None,
         rejected: None,
+        invalid_recipients: Vec::new(),
     }
 }
 
@@ -104,10 +105,18 @@ fn hostile_values_cannot_inject_headers() {
 
 #[test]
 fn check_reasons_table() {
-    // check() names the first failure precisely and never drops data from the record.
+    // check() refuses bad recipients one by one, rejects the whole mail only for the sender,
+    // Reply-To, no (valid) recipient or size, and never drops data from the record.
     type Edit = fn(&mut MailRecord);
-    let cases: Vec<(&str, Edit, Option<RejectionKind>)> = vec![
-        ("valid", |_| {}, None),
+    use RecipientField::{Bcc, Cc, To};
+    type Case = (
+        &'static str,
+        Edit,
+        Option<RejectionKind>,
+        Vec<(RecipientField, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
+        ("valid", |_| {}, None, vec![]),
         (
             "no sender",
             |r| {
@@ -115,6 +124,7 @@ fn check_reasons_table() {
                 r.sender_source = SenderSource::Unknown;
             },
             Some(RejectionKind::NoSender),
+            vec![],
         ),
         (
             "bad sender",
@@ -122,27 +132,52 @@ fn check_reasons_table() {
             Some(RejectionKind::InvalidAddress {
                 addr: "lilei@localhost".into(),
             }),
+            vec![],
+        ),
+        (
+            "bad reply-to",
+            |r| r.reply_to = Some(vec![Mailbox::bare("me@localhost")]),
+            Some(RejectionKind::InvalidAddress {
+                addr: "me@localhost".into(),
+            }),
+            vec![],
         ),
         (
             "bad cc",
             |r| r.cc[0].addr = "wangwu".into(),
-            Some(RejectionKind::InvalidAddress {
-                addr: "wangwu".into(),
-            }),
+            None,
+            vec![(Cc, "wangwu")],
         ),
         (
             "smuggled rcpt",
             |r| r.bcc[0].addr = "c@example.net\r\nRCPT TO:<x@evil.test>".into(),
-            Some(RejectionKind::InvalidAddress {
-                addr: "c@example.net\r\nRCPT TO:<x@evil.test>".into(),
-            }),
+            None,
+            vec![(Bcc, "c@example.net\r\nRCPT TO:<x@evil.test>")],
         ),
         (
             "name with LF",
             |r| r.to[0].name = Some("a\nb".into()),
-            Some(RejectionKind::InvalidAddress {
-                addr: "zhangsan@example.com".into(),
-            }),
+            None,
+            vec![(To, "zhangsan@example.com")],
+        ),
+        (
+            "two bad, each named",
+            |r| {
+                r.to[1].addr = "alice@localhost".into();
+                r.cc[0].addr = "bad addr@example.org".into();
+            },
+            None,
+            vec![(To, "alice@localhost"), (Cc, "bad addr@example.org")],
+        ),
+        (
+            "no valid recipient",
+            |r| {
+                r.to = vec![Mailbox::bare("x@"), Mailbox::bare("y@localhost")];
+                r.cc.clear();
+                r.bcc.clear();
+            },
+            Some(RejectionKind::InvalidAddress { addr: "x@".into() }),
+            vec![(To, "x@"), (To, "y@localhost")],
         ),
         (
             "no recipients",
@@ -152,6 +187,7 @@ fn check_reasons_table() {
                 r.bcc.clear();
             },
             Some(RejectionKind::NoRecipients),
+            vec![],
         ),
         (
             "too large",
@@ -160,9 +196,10 @@ fn check_reasons_table() {
                 size: 0,
                 limit: 2048,
             }),
+            vec![],
         ),
     ];
-    for (what, edit, want) in cases {
+    for (what, edit, want, want_invalid) in cases {
         let mut r = record();
         edit(&mut r);
         let before = r.clone();
@@ -192,7 +229,43 @@ fn check_reasons_table() {
                 "{what}"
             );
         }
+        let got_invalid: Vec<(RecipientField, &str)> = r
+            .invalid_recipients
+            .iter()
+            .map(|i| (i.field, i.addr.as_str()))
+            .collect();
+        assert_eq!(got_invalid, want_invalid, "{what}");
+        for i in &r.invalid_recipients {
+            // Each reason names its own address and field, and no other invalid address.
+            assert!(i.reason.contains(&format!("{:?}", i.addr)), "{what}: {i:?}");
+            assert!(
+                i.reason.contains(&format!("{} recipient", i.field)),
+                "{what}: {i:?}"
+            );
+            for other in r.invalid_recipients.iter().filter(|o| o.addr != i.addr) {
+                assert!(!i.reason.contains(&other.addr), "{what}: {i:?}");
+            }
+        }
         r.rejected = None;
+        r.invalid_recipients.clear();
         assert_eq!(r, before, "{what}: record changed");
     }
+}
+
+#[test]
+fn refused_recipients_are_not_in_the_headers() {
+    // Guards the delivered headers: only the recipients that get the mail are listed.
+    let mut r = record();
+    r.to[1].addr = "alice@localhost".into();
+    r.cc[0].addr = "bad addr@example.org".into();
+    let bytes = check(&mut r, 1 << 20).expect("rendered");
+    assert!(r.rejected.is_none());
+    let headers = headers_of(&bytes);
+    assert!(headers.contains("zhangsan@example.com"), "{headers}");
+    assert!(!headers.contains("alice@localhost"), "{headers}");
+    assert!(!headers.contains("bad addr"), "{headers}");
+    assert!(
+        !headers.to_ascii_lowercase().contains("\r\ncc:"),
+        "{headers}"
+    );
 }

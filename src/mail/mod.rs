@@ -11,5 +11,6 @@ pub mod record;
 pub use address::{needs_smtputf8, parse_list, parse_mailbox, validate_addr, AddressError};
 pub use build::{check, render, BuildError};
 pub use record::{
-    Attachment, MailRecord, Mailbox, Origin, Rejection, RejectionKind, SenderSource, Source,
+    Attachment, InvalidRecipient, MailRecord, Mailbox, Origin, RecipientField, Rejection,
+    RejectionKind, SenderSource, Source,
 };

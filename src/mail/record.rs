@@ -98,6 +98,35 @@ pub enum RejectionKind {
     Unrenderable,
 }
 
+/// The envelope field a recipient was listed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecipientField {
+    To,
+    Cc,
+    Bcc,
+}
+
+impl std::fmt::Display for RecipientField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecipientField::To => "To",
+            RecipientField::Cc => "Cc",
+            RecipientField::Bcc => "Bcc",
+        })
+    }
+}
+
+/// A recipient that failed the checks on its own: it gets no mail and the sender a report
+/// naming it with `reason`; the other recipients are not affected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidRecipient {
+    pub field: RecipientField,
+    /// The address exactly as listed.
+    pub addr: String,
+    /// Human-readable: names the field, the address and what is wrong with it.
+    pub reason: String,
+}
+
 /// An intercepted (or generated) mail, complete and owned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailRecord {
@@ -134,12 +163,39 @@ pub struct MailRecord {
     #[serde(default)]
     pub transcript: Option<String>,
     pub rejected: Option<Rejection>,
+    /// Recipients `check` refused one by one (set by `check`; the record still lists them in
+    /// `to`/`cc`/`bcc`). They are left out of the envelope and the rendered headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invalid_recipients: Vec<InvalidRecipient>,
 }
 
 impl MailRecord {
     /// Every envelope recipient: To, then Cc, then Bcc, in request order.
     pub fn recipients(&self) -> impl Iterator<Item = &Mailbox> {
         self.to.iter().chain(self.cc.iter()).chain(self.bcc.iter())
+    }
+
+    /// Every recipient with the field it was listed in, To, then Cc, then Bcc.
+    pub fn recipients_by_field(&self) -> impl Iterator<Item = (RecipientField, &Mailbox)> {
+        let tag = |field| move |m| (field, m);
+        self.to
+            .iter()
+            .map(tag(RecipientField::To))
+            .chain(self.cc.iter().map(tag(RecipientField::Cc)))
+            .chain(self.bcc.iter().map(tag(RecipientField::Bcc)))
+    }
+
+    /// Why this entry was refused on its own, when it was.
+    pub fn invalid_entry(&self, field: RecipientField, m: &Mailbox) -> Option<&InvalidRecipient> {
+        self.invalid_recipients
+            .iter()
+            .find(|i| i.field == field && i.addr == m.addr)
+    }
+
+    /// The recipients the mail goes to: every entry not refused on its own.
+    pub fn valid_recipients(&self) -> impl Iterator<Item = (RecipientField, &Mailbox)> {
+        self.recipients_by_field()
+            .filter(|(f, m)| self.invalid_entry(*f, m).is_none())
     }
 }
 

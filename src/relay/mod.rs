@@ -269,14 +269,31 @@ impl Relay {
             ));
         }
         let mut open: Vec<String> = Vec::new();
-        for addr in record.recipients().map(|m| &m.addr) {
+        for addr in record.valid_recipients().map(|(_, m)| &m.addr) {
             // One RCPT per address even when it is in To and Bcc alike.
             let open_here = meta.recipients.get(addr).is_none_or(RcptStatus::is_open);
             if open_here && !open.iter().any(|o| same_mailbox(o, addr)) {
                 open.push(addr.clone());
             }
         }
-        let attempt = Attempt {
+        // Recipients refused at interception, each with its own reason: recorded and reported
+        // with this attempt's outcome, once (afterwards the spool has them as failed).
+        let mut refused = Vec::new();
+        if record.rejected.is_none() {
+            for inv in &record.invalid_recipients {
+                let new_here = meta
+                    .recipients
+                    .get(&inv.addr)
+                    .is_none_or(RcptStatus::is_open);
+                if new_here
+                    && !open.contains(&inv.addr)
+                    && !refused.iter().any(|f: &Failure| f.recipient == inv.addr)
+                {
+                    refused.push(local_failure(&inv.addr, &inv.reason, "5.1.3"));
+                }
+            }
+        }
+        let mut attempt = Attempt {
             id,
             record,
             message,
@@ -286,7 +303,21 @@ impl Relay {
             outcome: Vec::new(),
             final_outcome: None,
             report: None,
+            refused_status: refused
+                .iter()
+                .map(|f| {
+                    (
+                        f.recipient.clone(),
+                        RcptStatus::Failed(f.diagnostic.clone()),
+                    )
+                })
+                .collect(),
+            refused: Vec::new(),
         };
+        for f in &refused {
+            attempt.say(&format!("REJECTED {}: {}", f.recipient, f.diagnostic));
+        }
+        attempt.refused = refused;
         (attempt, open)
     }
 
@@ -323,7 +354,7 @@ impl Relay {
 
     async fn conclude(&self, mut a: Attempt, conclusion: Conclusion) {
         match conclusion {
-            Conclusion::NothingOpen => match self.spool.complete(&a.id, &[]).await {
+            Conclusion::NothingOpen => match self.spool.complete(&a.id, &a.refused_status).await {
                 Ok(()) => {
                     self.bookkeeping_ok();
                     a.final_outcome = Some("finished (no recipient was left open)".into());
@@ -332,19 +363,41 @@ impl Relay {
             },
             Conclusion::Rejected(rejection) => {
                 // Rejected at interception: nothing went to the server; the sender hears why.
+                // Each recipient is told its own reason: a recipient refused on its own is
+                // reported for that, the others for what sank the whole mail.
                 let reason = format!("not relayed: {}", rejection.reason);
                 let status = status_for_rejection(&rejection.kind);
-                let mut failures: Vec<Failure> = a
-                    .record
-                    .recipients()
-                    .map(|m| local_failure(&m.addr, &reason, status))
+                let mut failures: Vec<Failure> = Vec::new();
+                for (field, m) in a.record.recipients_by_field() {
+                    if failures.iter().any(|f| same_mailbox(&f.recipient, &m.addr)) {
+                        continue;
+                    }
+                    failures.push(match a.record.invalid_entry(field, m) {
+                        Some(inv) => local_failure(&m.addr, &inv.reason, "5.1.3"),
+                        None => local_failure(&m.addr, &reason, status),
+                    });
+                }
+                let per_rcpt: Vec<(String, RcptStatus)> = failures
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.recipient.clone(),
+                            RcptStatus::Failed(f.diagnostic.clone()),
+                        )
+                    })
                     .collect();
                 if failures.is_empty() {
                     failures.push(local_failure("(no recipients)", &reason, "5.1.3"));
                 }
                 a.say(&reason);
                 self.queue_report(&mut a, &failures).await;
-                match self.spool.fail(&a.id, &reason).await {
+                // With recipients, each one's status is recorded (all refused → failed).
+                let recorded = if per_rcpt.is_empty() {
+                    self.spool.fail(&a.id, &reason).await
+                } else {
+                    self.spool.complete(&a.id, &per_rcpt).await
+                };
+                match recorded {
                     Ok(()) => {
                         self.bookkeeping_ok();
                         a.final_outcome = Some(format!("FAILED: {reason}"));
@@ -361,11 +414,16 @@ impl Relay {
                 let per_rcpt: Vec<(String, RcptStatus)> = open
                     .iter()
                     .map(|r| (r.clone(), RcptStatus::Deferred(text.clone())))
+                    .chain(a.refused_status.iter().cloned())
                     .collect();
                 self.defer(&mut a, &per_rcpt, &text).await;
             }
             Conclusion::Failed(open, error) => self.whole_mail_failed(&mut a, &open, &error).await,
             Conclusion::Sent(delivery) => self.sent(&mut a, &delivery).await,
+        }
+        if !a.refused.is_empty() {
+            // Nothing else went wrong: the report is about the refused recipients alone.
+            self.queue_report(&mut a, &[]).await;
         }
         self.finish(a);
     }
@@ -455,13 +513,14 @@ impl Relay {
     async fn settle(
         &self,
         a: &mut Attempt,
-        per_rcpt: Vec<(String, RcptStatus)>,
+        mut per_rcpt: Vec<(String, RcptStatus)>,
         failures: Vec<Failure>,
         deferred: Vec<String>,
     ) {
         if !failures.is_empty() {
             self.queue_report(a, &failures).await;
         }
+        per_rcpt.extend(a.refused_status.iter().cloned());
         if deferred.is_empty() {
             match self.spool.complete(&a.id, &per_rcpt).await {
                 Ok(()) => {
@@ -484,6 +543,7 @@ impl Relay {
             let per_rcpt: Vec<(String, RcptStatus)> = open
                 .iter()
                 .map(|r| (r.clone(), RcptStatus::Deferred(text.clone())))
+                .chain(a.refused_status.iter().cloned())
                 .collect();
             a.say(&format!("deferred (all recipients): {text}"));
             self.defer(a, &per_rcpt, &text).await;
@@ -510,7 +570,18 @@ impl Relay {
             })
             .collect();
         self.queue_report(a, &failures).await;
-        match self.spool.fail(&a.id, &text).await {
+        // Recipients refused at interception keep their own reason in the spool.
+        let recorded = if a.refused_status.is_empty() {
+            self.spool.fail(&a.id, &text).await
+        } else {
+            let per_rcpt: Vec<(String, RcptStatus)> = open
+                .iter()
+                .map(|r| (r.clone(), RcptStatus::Failed(text.clone())))
+                .chain(a.refused_status.iter().cloned())
+                .collect();
+            self.spool.complete(&a.id, &per_rcpt).await
+        };
+        match recorded {
             Ok(()) => {
                 self.bookkeeping_ok();
                 a.final_outcome = Some(format!("FAILED (all recipients): {text}"));
@@ -557,12 +628,15 @@ impl Relay {
         }
     }
 
-    /// Queues an error report to the sender (never for a report).
+    /// Queues an error report to the sender (never for a report) about `failures` and the
+    /// recipients refused at interception not yet reported.
     async fn queue_report(&self, a: &mut Attempt, failures: &[Failure]) {
+        let mut all = std::mem::take(&mut a.refused);
+        all.extend_from_slice(failures);
         let built = report::build(
             &a.record,
             &a.message,
-            failures,
+            &all,
             &self.report,
             &self.report_from(),
             Utc::now(),
@@ -702,6 +776,10 @@ struct Attempt {
     final_outcome: Option<String>,
     /// The id of the error report queued in this attempt.
     report: Option<MailId>,
+    /// Recipients refused at interception, not yet in a queued report.
+    refused: Vec<Failure>,
+    /// Their statuses, recorded with this attempt's outcome.
+    refused_status: Vec<(String, RcptStatus)>,
 }
 
 impl Attempt {

@@ -142,13 +142,14 @@ impl BuiltinServer {
         } else {
             (None, None)
         };
-        let mailbox = Mailbox::open(mailbox_dir, cfg.fsync).map_err(ServerError::Mailbox)?;
+        // Bind before the mailbox directory is created: a busy port leaves nothing on disk.
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
+        let mailbox = Mailbox::open(mailbox_dir, cfg.fsync).map_err(ServerError::Mailbox)?;
         Ok(BuiltinServer {
             listener,
             shared: Arc::new(Shared {
