@@ -20,6 +20,10 @@
 //! - [`report`]: RFC 3464 error reports to the sender.
 //! - [`private_fs`]: owner-only modes for the files that hold mail, transcripts and keys.
 //! - [`clock`]: the human-read time formats (local time with its offset).
+//! - [`sys`]: every operating-system call std and tokio lack (spool lock, `syncfs`, half-close,
+//!   descriptor limit, Linux `splice`), through safe wrappers; no `unsafe` anywhere.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod capture;
@@ -33,4 +37,5 @@ pub mod queue;
 pub mod relay;
 pub mod report;
 pub mod smtp;
+pub mod sys;
 pub mod translog;

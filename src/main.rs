@@ -1,6 +1,8 @@
 //! The `mailtap` command: parses arguments, loads the configuration, starts logging and runs
 //! [`mailtap::app::App`] until Ctrl-C or SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -158,7 +160,7 @@ fn main() -> ExitCode {
     let ca_cert =
         mailtap::proxy::mitm::ca_dir(&config.paths.data).join(mailtap::proxy::mitm::CA_CERT_FILE);
     let had_ca = ca_cert.exists();
-    raise_fd_limit();
+    mailtap::sys::raise_fd_limit();
     // A bounded blocking pool: spool fsyncs run there, and every extra thread keeps its own
     // malloc arena (unbounded, memory grew with the number of mails relayed).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -263,34 +265,24 @@ fn announce_new_ca(cert: &Path) {
 
 /// Ctrl-C and SIGTERM, registered before the banner so that no early signal is missed.
 struct Signals {
-    #[cfg(unix)]
     term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     fn install() -> std::io::Result<Signals> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Signals {})
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
 
     async fn recv(&mut self) {
-        #[cfg(unix)]
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
     }
 
     /// Resolves on the first signal; a second one exits at once.
@@ -301,21 +293,5 @@ impl Signals {
             self.recv().await;
             std::process::exit(130);
         });
-    }
-}
-
-/// Each connection and tunnel needs descriptors; lift the soft limit to the hard one.
-fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }

@@ -1,21 +1,17 @@
-//! Crash tests: the enqueue path is cut (`std::process::abort`) at each step in a child process
-//! that re-executes this test binary; the parent then opens the spool and checks that every
-//! returned mail is there, the interrupted one is either whole or absent, and nothing is half.
+//! Crash test of the completion journal: a child process (this test binary, re-executed)
+//! completes mails and aborts before the journal is applied; the parent checks that recovery
+//! writes every completion into `meta.json`.
+//!
+//! The enqueue crash tests need failpoints, which exist only in the library's own test build:
+//! they are in `src/queue/crash_tests.rs`.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Command;
 
-use mailtap::queue::failpoint::{ENV as CRASH_ENV, STEPS};
 use mailtap::queue::{MailMeta, MailState, QueueConfig, RcptStatus, Spool};
 use serde::{Deserialize, Serialize};
-
-/// Tells the child process which data directory to use.
-const CHILD_DIR_ENV: &str = "MAILTAP_TEST_CRASH_DIR";
-/// Mails the child enqueues; the failpoint fires during the last one.
-const MAILS: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Rec {
@@ -42,116 +38,6 @@ fn child_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Child body: enqueue `MAILS` mails, appending each returned id to `returned.txt` (fsync'd)
-/// before the next. Runs only when re-executed by `crash_at_each_step` (hence ignored).
-#[test]
-#[ignore = "child process of crash_at_each_step; needs MAILTAP_TEST_CRASH_DIR"]
-fn crash_child() {
-    // Guards: (child side) enqueue returns only durable mails; aborts where the failpoint says.
-    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
-        // Run directly (e.g. `--include-ignored`): there is no parent to report to.
-        eprintln!("crash_child: {CHILD_DIR_ENV} unset; nothing to do outside crash_at_each_step");
-        return;
-    };
-    let rt = child_runtime();
-    rt.block_on(async {
-        let spool = Spool::<Rec>::open(&dir, QueueConfig::default()).unwrap();
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Path::new(&dir).join("returned.txt"))
-            .unwrap();
-        for n in 0..MAILS {
-            let id = spool.enqueue(&Rec { n }, &message(n)).await.unwrap();
-            writeln!(log, "{id} {n}").unwrap();
-            log.sync_all().unwrap();
-        }
-    });
-}
-
-fn run_child(dir: &Path, crash_at: Option<String>) -> std::process::ExitStatus {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        "crash_child",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_DIR_ENV, dir)
-    .env_remove(CRASH_ENV);
-    if let Some(at) = crash_at {
-        cmd.env(CRASH_ENV, at);
-    }
-    let out = cmd.output().unwrap();
-    if !out.status.success() && out.status.signal().is_none() {
-        panic!(
-            "child failed without abort: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out.status
-}
-
-/// Opens the spool after the child died and checks every invariant; returns the mail count.
-fn check_spool(dir: &Path) -> usize {
-    let returned = fs::read_to_string(dir.join("returned.txt")).unwrap_or_default();
-    let spool = Spool::<Rec>::open(dir, QueueConfig::default()).unwrap();
-    let rep = spool.recovery_report();
-    assert!(rep.corrupt.is_empty(), "{:?}", rep.corrupt);
-    assert_eq!(fs::read_dir(dir.join("spool/tmp")).unwrap().count(), 0);
-    let active = spool.list(MailState::Active);
-    for s in &active {
-        let mail_dir = dir.join("spool/active").join(s.id.as_str());
-        let meta: MailMeta<Rec> =
-            serde_json::from_slice(&fs::read(mail_dir.join("meta.json")).unwrap()).unwrap();
-        let eml = fs::read(mail_dir.join("message.eml")).unwrap();
-        assert_eq!(eml, message(meta.record.n), "mail {} is half", s.id);
-        assert_eq!(meta.message_bytes, eml.len() as u64);
-    }
-    for line in returned.lines() {
-        let (id, _) = line.split_once(' ').unwrap();
-        assert!(
-            active.iter().any(|s| s.id.as_str() == id),
-            "returned mail {id} lost"
-        );
-    }
-    assert_eq!(returned.lines().count(), MAILS as usize - 1);
-    active.len()
-}
-
-#[test]
-fn crash_at_each_step() {
-    // Guards: a crash at any enqueue step loses no returned mail and leaves no half mail.
-    for (i, step) in STEPS.iter().enumerate() {
-        let tmp = tempfile::tempdir().unwrap();
-        let status = run_child(tmp.path(), Some(format!("{step}:{MAILS}")));
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGABRT),
-            "step {step} did not abort"
-        );
-        let count = check_spool(tmp.path());
-        let committed = i >= STEPS.iter().position(|s| *s == "renamed").unwrap();
-        let want = if committed { MAILS } else { MAILS - 1 };
-        assert_eq!(count, want as usize, "step {step}");
-    }
-}
-
-#[test]
-fn child_without_failpoint_enqueues_everything() {
-    // Guards: the crash harness really runs the child (otherwise the crash test proves nothing).
-    let tmp = tempfile::tempdir().unwrap();
-    let status = run_child(tmp.path(), None);
-    assert!(status.success());
-    let returned = fs::read_to_string(tmp.path().join("returned.txt")).unwrap();
-    assert_eq!(returned.lines().count(), MAILS as usize);
-    let spool = Spool::<Rec>::open(tmp.path(), QueueConfig::default()).unwrap();
-    assert_eq!(spool.list(MailState::Active).len(), MAILS as usize);
 }
 
 /// Tells the journal child which data directory to use.

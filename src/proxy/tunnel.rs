@@ -4,16 +4,15 @@
 //! at shutdown. A tunnel allocates no buffer
 //! and no descriptor until its first byte arrives (so thousands of idle tunnels cost only their
 //! two sockets and a small task), starts with a small buffer and grows it while reads keep
-//! filling it. A direction whose reads fill the largest buffer is bulk: it switches to
+//! filling it. On Linux a direction whose reads fill the largest buffer is bulk: it switches to
 //! zero-copy `splice(2)` through a per-direction pipe (created then, never before), falling back
-//! to the buffer when no pipe can be had. It knows nothing about HTTP or TLS.
+//! to the buffer when no pipe can be had; elsewhere the buffer does all the copying. It knows
+//! nothing about HTTP or TLS.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,10 +26,6 @@ const MAX_BUF: usize = 256 * 1024;
 const SHUTDOWN_QUIET: Duration = Duration::from_secs(1);
 /// How often a tunnel waiting for its origin's answer rechecks at shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
-
-/// Requested pipe capacity for a bulk direction (capped by /proc/sys/fs/pipe-max-size; the
-/// kernel default of 64 KiB stays when the request is refused).
-const PIPE_SIZE: usize = 1024 * 1024;
 
 /// Bytes moved by a finished tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,8 +163,8 @@ pub async fn run(
     }
 }
 
-/// One direction. Waits for readability before owning any buffer; hands over to
-/// [`splice_pump`] once a read fills the largest buffer.
+/// One direction. Waits for readability before owning any buffer; on Linux hands over to
+/// `splice_pump` once a read fills the largest buffer.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
@@ -178,21 +173,23 @@ async fn pump(
 ) -> io::Result<Moved> {
     let mut buf: Vec<u8> = Vec::new();
     let mut moved = Moved::default();
-    // Set when a read filled the largest buffer. Without a pipe it is cleared, and the next
-    // full read asks again (descriptors may have been freed by then).
+    // Set when a read filled the largest buffer. On Linux that asks for a pipe to splice
+    // through; without one (or off Linux) the buffer keeps copying, and the next full read asks
+    // again (descriptors may have been freed by then).
     let mut bulk = false;
     loop {
         if bulk {
-            match Pipe::new() {
+            bulk = false;
+            #[cfg(target_os = "linux")]
+            match crate::sys::Pipe::new() {
                 Ok(pipe) => {
                     drop(buf);
                     return splice_pump(from, to, pipe, activity, direction, moved).await;
                 }
+                // Out of descriptors or pipe quota (EMFILE near the fd limit): the buffer
+                // keeps working.
                 Err(e) => {
-                    // Out of descriptors or pipe quota (EMFILE near the fd limit): the buffer
-                    // keeps working.
-                    tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
-                    bulk = false;
+                    tracing::debug!(error = %e, "no pipe for splice; copying through a buffer")
                 }
             }
         }
@@ -240,90 +237,28 @@ async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 /// Shuts down the sending half of `to`; errors (already closed, reset) are of no consequence
 /// because the reverse direction reports its own.
 fn shutdown_write(to: &TcpStream) {
-    // SAFETY: the descriptor is owned by `to`, which outlives this call.
-    let rc = unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
-    if rc != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "shutdown(SHUT_WR) failed");
-    }
-}
-
-/// A non-blocking pipe used as the kernel-side buffer between two sockets.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    /// Capacity in bytes (what one splice into the empty pipe can take).
-    size: usize,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds: [libc::c_int; 2] = [-1, -1];
-        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let wanted = PIPE_SIZE.min(pipe_max_size()) as libc::c_int;
-        // SAFETY: fcntl on a descriptor we own; failure leaves the default capacity.
-        let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, wanted) };
-        // SAFETY: as above.
-        let size = if set > 0 {
-            set
-        } else {
-            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) }
-        };
-        let size = if size > 0 { size as usize } else { 64 * 1024 };
-        Ok(Pipe { read, write, size })
-    }
-}
-
-/// The largest pipe an unprivileged process may ask for (`/proc/sys/fs/pipe-max-size`).
-fn pipe_max_size() -> usize {
-    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(PIPE_SIZE)
-}
-
-/// One `splice(2)` call between descriptors, non-blocking; `WouldBlock` when it would wait.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors are open for the duration of the call (owned by the caller's
-    // sockets and pipe); null offsets are required for sockets and pipes.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    if let Err(e) = crate::sys::shutdown_write(to) {
+        tracing::debug!(error = %e, "shutdown(SHUT_WR) failed");
     }
 }
 
 /// The bulk path of one direction: socket → pipe → socket without copying to user space.
 /// The pipe is filled only when empty, so `EAGAIN` on the way in always means the socket has
 /// nothing to read, and on the way out that the destination socket is full.
+#[cfg(target_os = "linux")]
 async fn splice_pump(
     from: &TcpStream,
     to: &TcpStream,
-    pipe: Pipe,
+    pipe: crate::sys::Pipe,
     activity: &Activity,
     direction: Direction,
     mut moved: Moved,
 ) -> io::Result<Moved> {
-    let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
-    let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
+    use crate::sys::splice;
+    use tokio::io::Interest;
     loop {
         from.readable().await?;
-        let n = match from.try_io(Interest::READABLE, || splice(from_fd, pipe_in, pipe.size)) {
+        let n = match from.try_io(Interest::READABLE, || splice(from, &pipe.write, pipe.size)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -335,7 +270,7 @@ async fn splice_pump(
         let mut pending = n;
         while pending > 0 {
             to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || splice(pipe_out, to_fd, pending)) {
+            match to.try_io(Interest::WRITABLE, || splice(&pipe.read, to, pending)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(sent) => {
                     pending -= sent.min(pending);
@@ -448,19 +383,6 @@ mod tests {
             );
             assert!(stats.client_to_server_spliced <= stats.client_to_server);
             assert!(stats.server_to_client_spliced <= stats.server_to_client);
-        }
-    }
-
-    #[test]
-    fn pipes_are_non_blocking_and_sized() {
-        // Guards Pipe::new: a capacity of at least the kernel default, and O_NONBLOCK set (a
-        // blocking pipe would stall the runtime thread).
-        let pipe = Pipe::new().unwrap();
-        assert!(pipe.size >= 4096, "{}", pipe.size);
-        for fd in [pipe.read.as_raw_fd(), pipe.write.as_raw_fd()] {
-            // SAFETY: F_GETFL on a descriptor the pipe owns.
-            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-            assert!(flags & libc::O_NONBLOCK != 0);
         }
     }
 }

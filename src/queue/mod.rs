@@ -23,8 +23,10 @@
 //! ```
 
 mod config;
+#[cfg(test)]
+mod crash_tests;
 mod error;
-pub mod failpoint;
+mod failpoint;
 mod group_sync;
 mod id;
 mod meta;

@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -168,14 +167,8 @@ fn run_apply(root: &Path, work: &ApplyWork) -> Result<(), QueueError> {
         overwrite_in_place(path, json)?;
     }
     let dir = File::open(root).map_err(io_err("open spool", root))?;
-    // SAFETY: syncfs on a descriptor we own; it only flushes the filesystem holding it.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(QueueError::io(
-            "syncfs spool",
-            root,
-            io::Error::last_os_error(),
-        ));
-    }
+    crate::sys::sync_filesystem(&dir, work.files.iter().map(|(p, _)| p.as_path()))
+        .map_err(io_err("syncfs spool", root))?;
     for seg in &work.segments {
         match fs::remove_file(seg) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
