@@ -7,12 +7,15 @@
 //! # Layout
 //! - [`config`]: the TOML file's sections, defaults and validation.
 //! - [`app`]: wiring and shutdown; starts everything (also from tests, on port 0).
+//! - [`blocking`]: the thread pool for blocking work; a refused thread never panics.
 //! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
 //!   CONNECT tunnels, the proxy's own pages (home, PAC), and the [`proxy::Interceptor`] seam.
 //! - [`intercept`]: interception rules (built-in TOML + `[[rule]]`), body decoders and
 //!   extractors, upload correlation, sender resolution.
+//! - [`memory`]: allocator settings applied at startup (large blocks go back to the OS).
 //! - [`mail`]: the `MailRecord`, address parsing/validation, MIME rendering and checks.
 //! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
+//! - [`capture_body`]: reading an intercepted body under its size, time and memory bounds.
 //! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
 //! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
 //! - [`smtp`]: the hand-written async SMTP client and the built-in SMTP server.
@@ -22,11 +25,14 @@
 //! - [`clock`]: the human-read time formats (local time with its offset).
 
 pub mod app;
+pub mod blocking;
 pub mod capture;
+pub mod capture_body;
 pub mod clock;
 pub mod config;
 pub mod intercept;
 pub mod mail;
+pub mod memory;
 pub mod private_fs;
 pub mod proxy;
 pub mod queue;
