@@ -125,9 +125,20 @@ impl App {
             Some(i) => i,
             None => {
                 let rules = config.rule_set().map_err(StartError::Config)?;
+                let ic = &config.intercept;
                 let settings = CaptureSettings {
-                    // Validated to fit in usize.
-                    max_body_bytes: config.limits.max_intercept_body_bytes as usize,
+                    body: crate::capture_body::BodyLimits {
+                        // Validated to fit in usize.
+                        max_bytes: config.limits.max_intercept_body_bytes as usize,
+                        timeout: Duration::from_secs(ic.body_timeout_secs),
+                        min_rate: ic.body_min_rate,
+                        max_time: Duration::from_secs(ic.body_max_secs),
+                        budget_wait: Duration::from_secs(ic.budget_wait_secs),
+                    },
+                    budget: crate::capture_body::Budget::new(ic.max_inflight_bytes),
+                    bounds: crate::intercept::Bounds {
+                        max_parts: ic.max_parts,
+                    },
                     max_message_bytes: config.limits.max_message_bytes,
                     senders: config.senders.clone(),
                     smtp_account: config.smtp.as_ref().and_then(|s| s.username.clone()),

@@ -14,12 +14,16 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Limited};
+
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
+use crate::capture_body::{self, BodyError, BodyLimits, Budget};
+use crate::intercept::extract::extract_candidates;
 use crate::intercept::{
-    resolve_sender, Action, Extracted, MatchKind, OwnedHead, Rule, RuleSet, Ticket, UploadStore,
+    resolve_sender, Action, Bounds, ExtractError, Extracted, MatchKind, OwnedHead, Rule, RuleSet,
+    Ticket, UploadStore,
 };
 use crate::mail::record::{redact_head, MailRecord, Source};
 use crate::proxy::{
@@ -41,8 +45,13 @@ const UPLOAD_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// What the interceptor needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct CaptureSettings {
-    /// `[limits].max_intercept_body_bytes`: larger matched bodies get 413.
-    pub max_body_bytes: usize,
+    /// Size and time limits of a matched body (`[limits].max_intercept_body_bytes` → 413,
+    /// `[intercept].body_*` → 408).
+    pub body: BodyLimits,
+    /// `[intercept].max_inflight_bytes`: all intercepted bodies in flight together.
+    pub budget: Budget,
+    /// `[intercept].max_parts` and other decoder bounds.
+    pub bounds: Bounds,
     /// `[limits].max_message_bytes`: larger rendered mails are stored rejected.
     pub max_message_bytes: u64,
     /// `[senders]`: envelope sender per webmail host.
@@ -112,21 +121,42 @@ impl Interceptor for Capture {
     }
 }
 
-/// Request bodies above this size are decoded and rendered with the runtime told the thread is
-/// busy (`block_in_place`): a 25 MiB send takes tens of milliseconds of CPU, which would
+/// Request bodies above this size are decoded and rendered on the blocking pool
+/// ([`crate::blocking`]): a 25 MiB send takes tens of milliseconds of CPU, which would
 /// otherwise stall every other connection sharing the runtime thread (one, by default on two
 /// cores). Smaller ones run inline, where a thread hand-off would cost more than the work.
 const INLINE_BODY_BYTES: usize = 256 * 1024;
 
 /// Runs CPU-heavy `f` for a request body of `body_len` bytes without holding up other tasks.
-fn off_the_runtime<T>(body_len: usize, f: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if body_len > INLINE_BODY_BYTES && multi_thread {
-        tokio::task::block_in_place(f)
+/// `None` only when `f` panicked (a bug; logged by the panic hook).
+async fn off_the_runtime<T: Send + 'static>(
+    body_len: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if body_len > INLINE_BODY_BYTES {
+        crate::blocking::run(f).await.ok()
     } else {
-        f()
+        Some(f())
     }
+}
+
+/// At most this many items of an attacker-sized list go into one log line.
+const LOG_ITEMS: usize = 5;
+
+/// `items` for a log line: the first few (each cut to 64 characters) and how many in all.
+fn log_list(items: &[String]) -> String {
+    let mut out: Vec<String> = items
+        .iter()
+        .take(LOG_ITEMS)
+        .map(|i| match i.char_indices().nth(64) {
+            Some((cut, _)) => format!("{:?}…", &i[..cut]),
+            None => format!("{i:?}"),
+        })
+        .collect();
+    if items.len() > LOG_ITEMS {
+        out.push(format!("… ({} in all)", items.len()));
+    }
+    format!("[{}]", out.join(", "))
 }
 
 impl Capture {
@@ -139,45 +169,54 @@ impl Capture {
             // `wants` said yes on the same head; nothing else can change the answer.
             return forward_bytes(parts, body.boxed());
         };
-        let limit = self.settings.max_body_bytes;
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return too_large(&head, limit);
-        }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return too_large(&head, limit);
-                }
-                tracing::info!(host = %head.host, error = %e, "browser aborted an intercepted request");
-                return Outcome::Respond(crate::proxy::error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the request body: {e}"),
-                ));
-            }
+        let read = capture_body::read(body, declared, &self.settings.body, &self.settings.budget);
+        // `_reservation` holds this body's share of the budget until the request is answered
+        // (decoding, rendering and queueing all happen before that).
+        let (body, _reservation) = match read.await {
+            Ok(read) => read,
+            Err(e) => return body_refused(&head, &e),
         };
         let times = HttpTimes {
             head: head_at,
             body: Utc::now(),
             body_bytes: body.len(),
         };
-        let extracted = off_the_runtime(body.len(), || {
-            self.rules.extract(&matched, &head.view(), &body)
-        });
+        let extracted = {
+            let (this, matched, head, body) =
+                (self.clone(), matched.clone(), head.clone(), body.clone());
+            off_the_runtime(body.len(), move || {
+                extract_candidates(
+                    this.rules.rules(),
+                    &matched,
+                    &head.view(),
+                    &body,
+                    &this.settings.bounds,
+                )
+                .map(|(rule, x)| (rule.map(|r| r.name().to_string()), x))
+            })
+            .await
+        };
+        let Some(extracted) = extracted else {
+            tracing::error!(host = %head.host, "extraction failed; forwarded unchanged");
+            return forward_bytes(parts, full_body(body));
+        };
         let (rule, extracted) = match extracted {
-            Ok((Some(rule), x)) => (rule, x),
+            Ok((Some(name), x)) => match self.rules.get(&name) {
+                Some(rule) => (rule, x),
+                None => return forward_bytes(parts, full_body(body)),
+            },
             Ok((None, _)) => return forward_bytes(parts, full_body(body)),
+            Err(ExtractError::TooManyParts { limit }) => return too_many_parts(&head, limit),
             Err(e) => {
                 // A matched head whose body does not decode: the webmail gets it untouched,
                 // so the user's mail is not lost — it is just not intercepted.
-                tracing::warn!(host = %head.host, path = %head.path, error = %e, "matched request did not decode; forwarded unchanged");
+                let error = log_list(&[e.to_string()]);
+                tracing::warn!(host = %head.host, path = %head.path, %error, "matched request did not decode; forwarded unchanged");
                 return forward_bytes(parts, full_body(body));
             }
         };
@@ -250,13 +289,14 @@ impl Capture {
             &head.host,
             self.settings.smtp_account.as_deref(),
         );
+        let body_len = body.len();
         let taken = {
             let mut uploads = self.uploads();
             uploads.expire(Instant::now());
             uploads.take_for(rule, &draft)
         };
         if !taken.missing.is_empty() {
-            tracing::warn!(rule = rule.name(), missing = ?taken.missing, "send refers to uploads mailtap did not see");
+            tracing::warn!(rule = rule.name(), count = taken.missing.len(), missing = %log_list(&taken.missing), "send refers to uploads mailtap did not see");
             if action == Action::Relay {
                 // Relaying now would drop files the user attached: the webmail, which has
                 // them, sends this one itself.
@@ -267,6 +307,10 @@ impl Capture {
                 return forward_bytes(parts, full_body(body));
             }
         }
+        // A relayed send is answered by mailtap: the request body is not needed any more, so
+        // it leaves memory before the mail is rendered (tee and observe forward it later).
+        let body = (action != Action::Relay).then_some(body);
+        let forward_body = |body: Option<Bytes>| full_body(body.unwrap_or_default());
         let source = Source {
             rule: rule.name().to_string(),
             webmail_host: head.host.clone(),
@@ -275,12 +319,23 @@ impl Capture {
         };
         let http_head = redact_head(&parts.method, &parts.uri, &parts.headers);
         let upload_records = self.upload_records().take(&taken.tickets);
-        let mut record = draft.into_record(taken.files, sender, source, Utc::now(), http_head);
-        let message = off_the_runtime(body.len(), || {
-            crate::mail::check(&mut record, self.settings.max_message_bytes)
+        let record = draft.into_record(taken.files, sender, source, Utc::now(), http_head);
+        let max_message = self.settings.max_message_bytes;
+        let rendered = off_the_runtime(body_len, move || {
+            let mut record = record;
+            let message = crate::mail::check(&mut record, max_message)
                 .or_else(|| crate::mail::build::render(&record).ok())
-                .unwrap_or_default()
-        });
+                .unwrap_or_default();
+            (record, message)
+        })
+        .await;
+        let Some((mut record, message)) = rendered else {
+            tracing::error!(rule = rule.name(), "rendering an intercepted mail failed");
+            return Outcome::Respond(crate::proxy::error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "mailtap could not render this mail, so it was NOT sent",
+            ));
+        };
         tracing::info!(
             id = %record.id, rule = rule.name(), ?action,
             sender = %record.sender, sender_source = ?record.sender_source,
@@ -290,13 +345,13 @@ impl Capture {
             "webmail send intercepted"
         );
         if action == Action::Observe {
-            return forward_bytes(parts, full_body(body));
+            return forward_bytes(parts, forward_body(body));
         }
         if let Some(reason) = unreportable(&record) {
             // Neither the mail nor an error report about it could reach anyone: say so now.
             tracing::warn!(id = %record.id, %reason, "send refused: no usable sender");
             if action == Action::Tee {
-                return forward_bytes(parts, full_body(body));
+                return forward_bytes(parts, forward_body(body));
             }
             return Outcome::Respond(crate::proxy::error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -345,16 +400,17 @@ impl Capture {
             record.http_response_head = response_head(response);
         }
         // The durability line: the browser hears "sent" only once the mail is on disk.
-        let stored = match crate::queue::MailId::parse(&record.id) {
+        let record_id = record.id.clone();
+        let stored = match crate::queue::MailId::parse(&record_id) {
             Ok(id) => {
                 self.spool
-                    .enqueue_as(id, &record, &message, Utc::now())
+                    .enqueue_owned_as(id, record, message, Utc::now())
                     .await
             }
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
-            tracing::error!(id = %record.id, error = %e, "could not store an intercepted mail");
+            tracing::error!(id = %record_id, error = %e, "could not store an intercepted mail");
             if let Some((log, _)) = transcript.as_mut() {
                 log.note(&format!(
                     "the mail could not be stored, so it was not sent: {e}"
@@ -389,7 +445,7 @@ impl Capture {
                     hook
                 });
                 Outcome::Forward {
-                    request: Request::from_parts(parts, full_body(body)),
+                    request: Request::from_parts(parts, forward_body(body)),
                     on_response,
                 }
             }
@@ -525,13 +581,65 @@ fn forward_bytes(parts: http::request::Parts, body: ProxyBody) -> Outcome {
     }
 }
 
-fn too_large(head: &OwnedHead, limit: usize) -> Outcome {
-    tracing::warn!(host = %head.host, path = %head.path, limit, "intercepted request body over the limit: 413");
+/// The browser's answer when its body was not read: 413 (too large), 408 (too slow), 503 (no
+/// room in the budget) or 400 (aborted). Nothing was forwarded or queued; the connection is
+/// closed (the rest of the body is never read).
+fn body_refused(head: &OwnedHead, e: &BodyError) -> Outcome {
+    let (status, text) = match e {
+        BodyError::TooLarge { limit } => {
+            tracing::warn!(host = %head.host, path = %head.path, limit, "intercepted request body over the limit: 413");
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "this webmail request is larger than {limit} bytes \
+                     ([limits].max_intercept_body_bytes); nothing was sent or forwarded"
+                ),
+            )
+        }
+        BodyError::TooSlow { .. } => {
+            tracing::warn!(host = %head.host, path = %head.path, error = %e, "intercepted request body too slow: 408");
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "this webmail request's body arrived too slowly ({e}; see \
+                     [intercept].body_timeout_secs, body_min_rate, body_max_secs); nothing was \
+                     sent or forwarded"
+                ),
+            )
+        }
+        BodyError::NoBudget { .. } => {
+            tracing::warn!(host = %head.host, path = %head.path, error = %e, "intercept budget spent: 503");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "mailtap is busy with other large webmail requests ({e}; see \
+                     [intercept].max_inflight_bytes); nothing was sent or forwarded — send it \
+                     again in a moment"
+                ),
+            )
+        }
+        BodyError::Read(_) => {
+            tracing::info!(host = %head.host, error = %e, "browser aborted an intercepted request");
+            (
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+        }
+    };
+    let mut response = crate::proxy::error_response(status, &text);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Outcome::Respond(response)
+}
+
+fn too_many_parts(head: &OwnedHead, limit: usize) -> Outcome {
+    tracing::warn!(host = %head.host, path = %head.path, limit, "intercepted request has too many parts: 413");
     Outcome::Respond(crate::proxy::error_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!(
-            "this webmail request is larger than {limit} bytes ([limits].max_intercept_body_bytes); \
-             nothing was sent or forwarded"
+            "this webmail request has more than {limit} parts, fields or values \
+             ([intercept].max_parts); nothing was sent or forwarded"
         ),
     ))
 }

@@ -391,6 +391,9 @@ impl Config {
                 reason: "too large for this machine".into(),
             });
         }
+        self.intercept
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         self.queue.validate().map_err(|e| ConfigError::Invalid {
             key: "queue",
             reason: match e {

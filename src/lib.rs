@@ -7,12 +7,14 @@
 //! # Layout
 //! - [`config`]: the TOML file's sections, defaults and validation.
 //! - [`app`]: wiring and shutdown; starts everything (also from tests, on port 0).
+//! - [`blocking`]: the thread pool for blocking work; a refused thread never panics.
 //! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
 //!   CONNECT tunnels, the proxy's own pages (home, PAC), and the [`proxy::Interceptor`] seam.
 //! - [`intercept`]: interception rules (built-in TOML + `[[rule]]`), body decoders and
 //!   extractors, upload correlation, sender resolution.
 //! - [`mail`]: the `MailRecord`, address parsing/validation, MIME rendering and checks.
 //! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
+//! - [`capture_body`]: reading an intercepted body under its size, time and memory bounds.
 //! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
 //! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
 //! - [`smtp`]: the hand-written async SMTP client and the built-in SMTP server.
@@ -23,10 +25,12 @@
 //! - [`sys`]: every operating-system call std and tokio lack (spool lock, `syncfs`, half-close,
 //!   descriptor limit, Linux `splice`), through safe wrappers; no `unsafe` anywhere.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod app;
+pub mod blocking;
 pub mod capture;
+pub mod capture_body;
 pub mod clock;
 pub mod config;
 pub mod intercept;

@@ -161,6 +161,8 @@ fn main() -> ExitCode {
         mailtap::proxy::mitm::ca_dir(&config.paths.data).join(mailtap::proxy::mitm::CA_CERT_FILE);
     let had_ca = ca_cert.exists();
     mailtap::sys::raise_fd_limit();
+    // Large freed blocks go back to the OS (see `sys::tune_allocator`); before any thread starts.
+    mailtap::sys::tune_allocator();
     // A bounded blocking pool: spool fsyncs run there, and every extra thread keeps its own
     // malloc arena (unbounded, memory grew with the number of mails relayed).
     let runtime = match tokio::runtime::Builder::new_multi_thread()

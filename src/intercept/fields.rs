@@ -78,6 +78,19 @@ pub fn decode_text(bytes: &[u8], declared: Option<&'static Encoding>) -> String 
     text.into_owned()
 }
 
+/// [`decode_text`] taking the bytes: valid UTF-8 (declared or guessed) becomes the string
+/// without a copy.
+pub fn decode_text_owned(bytes: Vec<u8>, declared: Option<&'static Encoding>) -> String {
+    let enc = declared.unwrap_or_else(|| guess(&bytes));
+    if enc == encoding_rs::UTF_8 {
+        return match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => decode_text(e.as_bytes(), Some(enc)),
+        };
+    }
+    decode_text(&bytes, Some(enc))
+}
+
 /// UTF-8 when `bytes` is valid UTF-8, else GB18030.
 pub fn guess(bytes: &[u8]) -> &'static Encoding {
     if std::str::from_utf8(bytes).is_ok() {

@@ -16,7 +16,7 @@ pub mod uploads;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use extract::{extract, ExtractError, Extracted, MailDraft, UploadedFile};
+pub use extract::{extract, Bounds, ExtractError, Extracted, MailDraft, UploadedFile};
 pub use rules::{Action, Decoder, Rule, RuleConfig, RuleError};
 pub use ruleset::{HeadView, MatchKind, OwnedHead, RuleMatch, RuleSet};
 pub use sender::{resolve_sender, ResolvedSender};
@@ -35,6 +35,25 @@ pub struct InterceptConfig {
     pub upload_ttl_secs: u64,
     /// Bound on the bytes all captured uploads may hold together (oldest evicted first).
     pub max_upload_bytes: u64,
+    /// Bound on the number of files all captured uploads may hold together (oldest evicted
+    /// first), so zero-byte files cannot pile up without limit.
+    pub max_upload_files: usize,
+    /// Most parts one intercepted request may carry: multipart parts, form fields, JSON values.
+    /// A request with more gets 413 and is neither forwarded nor queued.
+    pub max_parts: usize,
+    /// An intercepted body must start arriving within this many seconds; every
+    /// `body_min_rate` bytes received earn one more second (like Apache's mod_reqtimeout).
+    pub body_timeout_secs: u64,
+    /// Minimum average rate (bytes per second) an intercepted body must keep up; 0 turns the
+    /// rate off (then only `body_max_secs` applies).
+    pub body_min_rate: u64,
+    /// Hard deadline for a whole intercepted body, however fast it is.
+    pub body_max_secs: u64,
+    /// Global budget: the bytes of intercepted bodies read or processed at the same time. A
+    /// body that does not fit waits up to `budget_wait_secs`, then gets 503.
+    pub max_inflight_bytes: u64,
+    /// How long a body waits for room in `max_inflight_bytes` before 503.
+    pub budget_wait_secs: u64,
 }
 
 impl Default for InterceptConfig {
@@ -43,17 +62,42 @@ impl Default for InterceptConfig {
             builtin_rules: true,
             upload_ttl_secs: 3600,
             max_upload_bytes: 256 * 1024 * 1024,
+            max_upload_files: 10_000,
+            max_parts: 1000,
+            body_timeout_secs: 20,
+            body_min_rate: 1024,
+            body_max_secs: 600,
+            max_inflight_bytes: 128 * 1024 * 1024,
+            budget_wait_secs: 30,
         }
     }
 }
 
 impl InterceptConfig {
-    /// An empty `UploadStore` with this section's TTL and byte bound.
+    /// An empty `UploadStore` with this section's TTL and bounds.
     pub fn upload_store(&self) -> UploadStore {
         UploadStore::new(
             std::time::Duration::from_secs(self.upload_ttl_secs),
             self.max_upload_bytes,
         )
+        .with_max_files(self.max_upload_files)
+    }
+
+    /// Checks what serde cannot: limits that must be positive. The error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("intercept.max_parts", self.max_parts as u64),
+            ("intercept.max_upload_files", self.max_upload_files as u64),
+            ("intercept.body_timeout_secs", self.body_timeout_secs),
+            ("intercept.body_max_secs", self.body_max_secs),
+            ("intercept.max_inflight_bytes", self.max_inflight_bytes),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err((key, "must be greater than 0".into()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -117,5 +161,11 @@ mod tests {
         assert!(!c.builtin_rules && c.upload_ttl_secs == 5);
         let e = toml::from_str::<InterceptConfig>("upload_ttl = 5").unwrap_err();
         assert!(e.to_string().contains("upload_ttl"), "{e}");
+        assert_eq!(c.validate(), Ok(()));
+        let zero = InterceptConfig {
+            max_parts: 0,
+            ..InterceptConfig::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().0, "intercept.max_parts");
     }
 }

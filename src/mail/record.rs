@@ -243,8 +243,26 @@ mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Streams the encoding through `collect_str` (serde_json writes it straight into its
+    /// output): no second whole-attachment string in memory while the metadata is written.
     pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+        s.collect_str(&Encoded(data))
+    }
+
+    struct Encoded<'a>(&'a [u8]);
+
+    impl std::fmt::Display for Encoded<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // Whole 3-byte groups per step, so the pieces join into one valid encoding.
+            let mut buf = [0u8; 4096];
+            for chunk in self.0.chunks(3072) {
+                let n = base64::engine::general_purpose::STANDARD
+                    .encode_slice(chunk, &mut buf)
+                    .map_err(|_| std::fmt::Error)?;
+                f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)?;
+            }
+            Ok(())
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {

@@ -103,7 +103,15 @@ impl Dialer {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port)).await?.collect();
+        // getaddrinfo blocks: it runs on the crate's pool, whose refused threads do not panic
+        // (tokio's `lookup_host` would).
+        let name = bare.to_string();
+        let addrs: Vec<SocketAddr> = crate::blocking::run(move || {
+            std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+                .map(Iterator::collect::<Vec<SocketAddr>>)
+        })
+        .await
+        .map_err(io::Error::other)??;
         if addrs.is_empty() {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
         }

@@ -91,7 +91,8 @@ impl<R> Clone for Spool<R> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
 ) -> Result<T, QueueError> {
-    tokio::task::spawn_blocking(f)
+    // The crate's pool, not tokio's: a refused thread must not panic (see `blocking`).
+    crate::blocking::run(f)
         .await
         .map_err(|e| QueueError::Task(e.to_string()))?
 }
@@ -181,6 +182,40 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Spool<R> {
         let id2 = id.clone();
         blocking(move || store.write_new(&id2, created, &json, &message)).await?;
         tracing::debug!(%id, bytes = meta.message_bytes, "enqueued");
+        self.notify.notify_one();
+        Ok(id)
+    }
+
+    /// Like [`Spool::enqueue_as`] for a caller that gives up the record and message: nothing
+    /// is copied, the metadata is serialised on the blocking pool (not the async runtime), and
+    /// both are freed as soon as they are on disk. For large intercepted mail.
+    pub async fn enqueue_owned_as(
+        &self,
+        id: MailId,
+        record: R,
+        message: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<MailId, QueueError> {
+        if self.store.contains(&id) {
+            return Err(QueueError::Duplicate(id));
+        }
+        let store = Arc::clone(&self.store);
+        let id2 = id.clone();
+        let bytes = blocking(move || {
+            let meta = MailMeta::new(id2.clone(), &record, message.len() as u64, now);
+            let json = serde_json::to_vec_pretty(&meta).map_err(|source| QueueError::Json {
+                op: "serialise record",
+                path: store.root().join("tmp").join(id2.as_str()),
+                source,
+            })?;
+            let created = meta.created;
+            drop(meta);
+            drop(record);
+            store.write_new(&id2, created, &json, &message)?;
+            Ok(message.len())
+        })
+        .await?;
+        tracing::debug!(%id, bytes, "enqueued");
         self.notify.notify_one();
         Ok(id)
     }

@@ -291,15 +291,20 @@ impl Store {
         // entries naming them); running them concurrently lets the filesystem journal merge
         // them into fewer commits. All three finish before the commit rename.
         let dir_sync = std::thread::scope(|s| {
-            let eml_job = s.spawn(|| eml.sync_all());
-            let meta_job = s.spawn(|| meta.sync_all());
+            // A thread the OS refuses (thread or mapping limit) is no error: that fsync runs
+            // here instead (`Scope::spawn` would panic).
+            let eml_job = std::thread::Builder::new().spawn_scoped(s, || eml.sync_all());
+            let meta_job = std::thread::Builder::new().spawn_scoped(s, || meta.sync_all());
             let dir_res = File::open(staging).and_then(|d| d.sync_all());
-            let joined = |h: std::thread::ScopedJoinHandle<'_, io::Result<()>>| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
+            let joined = |h: io::Result<std::thread::ScopedJoinHandle<'_, io::Result<()>>>,
+                          file: &File| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked"))),
+                Err(_) => file.sync_all(),
             };
-            let eml_res = joined(eml_job);
-            let meta_res = joined(meta_job);
+            let eml_res = joined(eml_job, &eml);
+            let meta_res = joined(meta_job, &meta);
             eml_res
                 .map_err(io_err("fsync message", &eml_path))
                 .and(meta_res.map_err(io_err("fsync metadata", &meta_path)))

@@ -350,7 +350,8 @@ impl Conn {
         };
         let shared = self.shared.clone();
         let id = env.id.clone();
-        let stored = tokio::task::spawn_blocking(move || shared.mailbox.store(&env, &msg)).await;
+        // The crate's pool: a refused thread must not panic (see `blocking`).
+        let stored = crate::blocking::run(move || shared.mailbox.store(&env, &msg)).await;
         match stored {
             Ok(Ok(())) => self.reply(&format!("250 2.0.0 Ok: queued as {id}")),
             Ok(Err(e)) => {

@@ -4,10 +4,10 @@
 //! lists, objects → their keys in document order — SnappyMail's `attachments` order is the
 //! user's list order). Does not keep deeper structure: rules never look below one level.
 
+use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ExtractError;
 use crate::intercept::fields::{Decoded, Value};
@@ -20,9 +20,26 @@ enum Node {
     Keys(Vec<String>),
 }
 
-struct NodeVisitor;
+/// Visits one value, counting every list item and object key against `left` (the request's
+/// parts budget): an attacker-sized array stops at the bound instead of filling memory.
+struct NodeVisitor<'a> {
+    left: &'a Cell<usize>,
+}
 
-impl<'de> Visitor<'de> for NodeVisitor {
+/// The message of the error that stops a document over the parts bound.
+const OVER_BOUND: &str = "mailtap: too many JSON values";
+
+fn spend<E: serde::de::Error>(left: &Cell<usize>) -> Result<(), E> {
+    match left.get() {
+        0 => Err(E::custom(OVER_BOUND)),
+        n => {
+            left.set(n - 1);
+            Ok(())
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for NodeVisitor<'_> {
     type Value = Node;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
@@ -53,8 +70,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::new();
-        while let Some(n) = seq.next_element::<NodeDe>()? {
-            if let Node::Scalar(s) = n.0 {
+        while let Some(n) = seq.next_element_seed(NodeSeed { left: self.left })? {
+            spend(self.left)?;
+            if let Node::Scalar(s) = n {
                 items.push(s);
             }
         }
@@ -62,35 +80,46 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut keys = Vec::new();
-        while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+        while let Some(k) = map.next_key::<String>()? {
+            spend(self.left)?;
+            map.next_value_seed(NodeSeed { left: self.left })?;
             keys.push(k);
         }
         Ok(Node::Keys(keys))
     }
 }
 
-struct NodeDe(Node);
+#[derive(Clone, Copy)]
+struct NodeSeed<'a> {
+    left: &'a Cell<usize>,
+}
 
-impl<'de> Deserialize<'de> for NodeDe {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor).map(NodeDe)
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(NodeVisitor { left: self.left })
     }
 }
 
-struct TopLevel(Vec<(String, Value)>);
+/// The top-level object's members, in document order.
+struct TopLevel<'a> {
+    left: &'a Cell<usize>,
+}
 
-impl<'de> Deserialize<'de> for TopLevel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TopLevel;
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Vec<(String, Value)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'a>(&'a Cell<usize>);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = Vec<(String, Value)>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, NodeDe>()? {
-                    let v = match v.0 {
+                while let Some(k) = map.next_key::<String>()? {
+                    spend(self.0)?;
+                    let v = match map.next_value_seed(NodeSeed { left: self.0 })? {
                         Node::Null => continue,
                         Node::Scalar(s) => Value::Text(s),
                         Node::List(l) => Value::List(l),
@@ -98,20 +127,36 @@ impl<'de> Deserialize<'de> for TopLevel {
                     };
                     out.push((k, v));
                 }
-                Ok(TopLevel(out))
+                Ok(out)
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(self.left))
     }
 }
 
-/// Decodes a JSON object body. `null` members count as absent. A body that is not a JSON
-/// object is an error carrying serde_json's message (line/column).
+/// [`decode_bounded`] with the default bound on values.
 pub fn decode(body: &[u8]) -> Result<Decoded, ExtractError> {
-    let top: TopLevel =
-        serde_json::from_slice(body).map_err(|e| ExtractError::Json(e.to_string()))?;
+    decode_bounded(body, super::Bounds::default().max_parts)
+}
+
+/// Decodes a JSON object body. `null` members count as absent. A body that is not a JSON
+/// object is an error carrying serde_json's message (line/column); one with more than
+/// `max_parts` members, array items and object keys (at any depth) is `TooManyParts`.
+pub fn decode_bounded(body: &[u8], max_parts: usize) -> Result<Decoded, ExtractError> {
+    let left = Cell::new(max_parts);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = TopLevel { left: &left }
+        .deserialize(&mut de)
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| {
+            if left.get() == 0 && e.to_string().starts_with(OVER_BOUND) {
+                ExtractError::TooManyParts { limit: max_parts }
+            } else {
+                ExtractError::Json(e.to_string())
+            }
+        })?;
     Ok(Decoded {
-        fields: top.0,
+        fields,
         files: Vec::new(),
     })
 }
@@ -152,6 +197,32 @@ mod tests {
             b"{\"a\":\"\\ud800\"}x",
         ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn json_values_over_the_bound_stop_the_decoder() {
+        // Guards the parts bound: an attacker-sized array (at any depth) is TooManyParts, the
+        // bound itself is fine.
+        let items = |n: usize| vec!["1"; n].join(",");
+        let ok = format!(r#"{{"a":[{}]}}"#, items(9));
+        assert!(decode_bounded(ok.as_bytes(), 10).is_ok());
+        for bad in [
+            format!(r#"{{"a":[{}]}}"#, items(100_000)),
+            format!(r#"{{"a":{{"b":[{}]}}}}"#, items(11)),
+            format!(
+                "{{{}}}",
+                (0..20)
+                    .map(|i| format!("\"k{i}\":1"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ] {
+            assert_eq!(
+                decode_bounded(bad.as_bytes(), 10).unwrap_err(),
+                ExtractError::TooManyParts { limit: 10 },
+                "{bad:.60}"
+            );
         }
     }
 }

@@ -3,8 +3,10 @@
 //! Owns: running multer over a borrowed body (fed in 256 KiB chunks, polled with a no-op waker
 //! since every chunk is ready), filename recovery from Content-Disposition (RFC 7578 §4.2 /
 //! RFC 2231 `filename*`, raw UTF-8 or GB18030 bytes) and the text-part charset policy. Does not
-//! interpret fields. Memory: a file part's buffer reserves the body length up front (pages are
-//! only touched as written) so growth never copies; peak ≈ body + parts.
+//! interpret fields. Memory: a part's buffer grows with what is read of it (never reserved
+//! from the body's length: a reservation per part became one memory mapping per part, and
+//! 66,000 tiny parts exhausted `vm.max_map_count`); peak ≈ body + parts. More than
+//! `max_parts` parts stop the decoder at the first one over.
 
 use std::pin::pin;
 use std::task::{Context, Poll};
@@ -44,8 +46,18 @@ impl Stream for Throttled<'_> {
 
 /// Decodes `body` with the boundary from `content_type`. Text parts become fields; parts with
 /// a `filename` parameter become files (a part with an empty filename and no bytes — an
-/// unused file input — is dropped).
+/// unused file input — is dropped). Default bound on parts (see [`decode_bounded`]).
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, ExtractError> {
+    decode_bounded(body, content_type, super::Bounds::default().max_parts)
+}
+
+/// [`decode`] with its own bound: more than `max_parts` parts (fields and files, counted as
+/// they are reached) is `TooManyParts`.
+pub fn decode_bounded(
+    body: &[u8],
+    content_type: Option<&str>,
+    max_parts: usize,
+) -> Result<Decoded, ExtractError> {
     let ct = content_type.ok_or(ExtractError::MissingContentType)?;
     let boundary =
         multer::parse_boundary(ct).map_err(|e| ExtractError::Multipart(e.to_string()))?;
@@ -59,6 +71,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
     // cannot need more than a small multiple of n/CHUNK + parts polls; n/8 is far above that.
     let max_polls = body.len() / 8 + 1024;
     let mut polls = 0usize;
+    let mut parts = 0usize;
     let mut texts: Vec<(String, Vec<u8>, bool)> = Vec::new();
     let mut files = Vec::new();
     loop {
@@ -74,6 +87,10 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
             Poll::Ready(Err(e)) => return Err(ExtractError::Multipart(e.to_string())),
             Poll::Pending => continue,
         };
+        parts += 1;
+        if parts > max_parts {
+            return Err(ExtractError::TooManyParts { limit: max_parts });
+        }
         let name = field.name().unwrap_or_default().to_string();
         let disposition = field
             .headers()
@@ -82,11 +99,9 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
             .unwrap_or_default();
         let part_ct = field.content_type().map(|m| m.to_string());
         let filename = filename_of(&disposition);
-        let mut data = if filename.is_some() {
-            Vec::with_capacity(body.len())
-        } else {
-            Vec::new()
-        };
+        // Grows with what arrives (amortised doubling; large buffers grow by remapping, not
+        // copying): allocation proportional to the part, whatever the body's size.
+        let mut data = Vec::new();
         let mut field = pin!(field);
         loop {
             polls += 1;
@@ -104,7 +119,9 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, Extrac
                 }
             }
         }
-        data.shrink_to_fit();
+        if data.capacity() - data.len() > data.len() / 8 {
+            data.shrink_to_fit();
+        }
         match filename {
             Some(filename) => {
                 if filename.is_empty() && data.is_empty() {
@@ -276,5 +293,31 @@ mod tests {
             Some("multipart/form-data; boundary=B"),
         );
         assert!(r.is_err(), "{r:?}");
+    }
+
+    #[test]
+    fn parts_over_the_bound_stop_the_decoder() {
+        // Guards the parts cap: the bound itself decodes, one part more is TooManyParts.
+        let body = |n: usize| {
+            let mut b = String::new();
+            for i in 0..n {
+                b.push_str(&format!(
+                    "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"{i}\"\r\n\r\nx\r\n"
+                ));
+            }
+            b + "--B--\r\n"
+        };
+        let ct = Some("multipart/form-data; boundary=B");
+        assert_eq!(
+            decode_bounded(body(50).as_bytes(), ct, 50)
+                .unwrap()
+                .files
+                .len(),
+            50
+        );
+        assert_eq!(
+            decode_bounded(body(51).as_bytes(), ct, 50).unwrap_err(),
+            ExtractError::TooManyParts { limit: 50 }
+        );
     }
 }

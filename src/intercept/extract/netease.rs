@@ -14,7 +14,16 @@ pub fn decode(
     body: &[u8],
     declared: Option<&'static encoding_rs::Encoding>,
 ) -> Result<Decoded, ExtractError> {
-    let mut outer = form::decode(body, declared);
+    decode_bounded(body, declared, super::Bounds::default().max_parts)
+}
+
+/// [`decode`] refusing an outer form of more than `max_parts` fields.
+pub fn decode_bounded(
+    body: &[u8],
+    declared: Option<&'static encoding_rs::Encoding>,
+    max_parts: usize,
+) -> Result<Decoded, ExtractError> {
+    let mut outer = form::decode_bounded(body, declared, max_parts)?;
     let xml = outer
         .text("var", false)
         .ok_or(ExtractError::MissingField("var".into()))?
