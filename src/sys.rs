@@ -175,25 +175,6 @@ mod splice {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lock_is_exclusive_between_opens_and_released_on_close() {
-        // Guards try_lock_exclusive: a second open of the lock file is refused while the first
-        // holds it (what keeps two mailtaps off one spool), and gets it once the first closes.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let first = File::create(&path).unwrap();
-        assert!(try_lock_exclusive(&first).unwrap());
-        let second = File::open(&path).unwrap();
-        assert!(!try_lock_exclusive(&second).unwrap());
-        drop(first);
-        assert!(try_lock_exclusive(&second).unwrap());
-    }
-}
-
 /// Size from which glibc's malloc serves a block with its own memory mapping (glibc's
 /// initial default, made fixed).
 pub const MMAP_THRESHOLD: i32 = 128 * 1024;
@@ -216,5 +197,24 @@ pub fn tune_allocator() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_exclusive_between_opens_and_released_on_close() {
+        // Guards try_lock_exclusive: a second open of the lock file is refused while the first
+        // holds it (what keeps two mailtaps off one spool), and gets it once the first closes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = File::create(&path).unwrap();
+        assert!(try_lock_exclusive(&first).unwrap());
+        let second = File::open(&path).unwrap();
+        assert!(!try_lock_exclusive(&second).unwrap());
+        drop(first);
+        assert!(try_lock_exclusive(&second).unwrap());
     }
 }
