@@ -48,6 +48,9 @@ pub use error::QueueError;
 pub use id::MailId;
 pub use meta::{MailMeta, MailState, MailSummary, RcptStatus};
 pub use store::RecoveryReport;
+/// The journal's record framing, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub use store::{journal_decode, journal_encode};
 
 use store::{Access, Commit, Store};
 

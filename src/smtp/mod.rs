@@ -40,6 +40,10 @@ mod server_session;
 pub mod tls_sniff;
 pub mod transcript;
 
+/// The built-in server's command-line parsing, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub use server_session::{parse_path, split_command};
+
 pub use caps::Capabilities;
 pub use client::{ConnectOptions, Session};
 pub use config::{

@@ -150,10 +150,7 @@ impl Conn {
     }
 
     async fn command(&mut self, line: &str) -> std::io::Result<Flow> {
-        let (verb, arg) = match line.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
-            None => (line.to_ascii_uppercase(), ""),
-        };
+        let (verb, arg) = split_command(line);
         match verb.as_str() {
             "EHLO" | "HELO" if arg.is_empty() => self.reply("501 5.5.4 Domain name required"),
             "EHLO" => self.ehlo(arg),
@@ -394,9 +391,18 @@ impl Conn {
     }
 }
 
+/// Splits a command line (CRLF already removed) into its upper-cased verb and its trimmed
+/// argument (empty when there is none).
+pub fn split_command(line: &str) -> (String, &str) {
+    match line.split_once(' ') {
+        Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
+        None => (line.to_ascii_uppercase(), ""),
+    }
+}
+
 /// Parses `FROM:<path> params` / `TO:<path> params` (case-insensitive keyword, optional space
 /// after the colon). Returns the path without brackets and the parameter string.
-fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(&'a str, &'a str)> {
+pub fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(&'a str, &'a str)> {
     let head = arg.get(..keyword.len())?;
     if !head.eq_ignore_ascii_case(keyword) {
         return None;

@@ -60,7 +60,7 @@ pub(super) struct Journal {
 }
 
 /// One journal record: header line, JSON, newline.
-fn encode(json: &[u8]) -> Vec<u8> {
+pub fn encode(json: &[u8]) -> Vec<u8> {
     let mut rec = format!("R {}\n", json.len()).into_bytes();
     rec.reserve(json.len() + 1);
     rec.extend_from_slice(json);
@@ -70,7 +70,7 @@ fn encode(json: &[u8]) -> Vec<u8> {
 
 /// The complete records of `data`, in order; a torn or unparsable tail ends the list (with the
 /// offset where it starts, for the log).
-fn decode(data: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
+pub fn decode(data: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
     let mut out = Vec::new();
     let mut at = 0;
     while at < data.len() {

@@ -1,0 +1,5 @@
+//! cargo fuzz target `json`: feeds libFuzzer's input to [`mailtap_fuzz::json`], which checks
+//! the properties documented there (a panic or failed assertion is a finding).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mailtap_fuzz::json(data));
