@@ -21,8 +21,8 @@ use mailtap::mail::record::{MailRecord, Mailbox};
 use mailtap::queue::{journal_decode, journal_encode, MailId, MailMeta};
 use mailtap::smtp::io::{trim_eol, Line, LineBuf};
 use mailtap::smtp::reply::{Reply, ReplyParser};
-use mailtap::translog::sanitize_line;
 use mailtap::smtp::{auth, data::is_safe_path, parse_path, split_command, Capabilities};
+use mailtap::translog::sanitize_line;
 
 /// Splits `data` at its first `\n`: (first line without `\r`, rest). No `\n`: (data, empty).
 fn first_line(data: &[u8]) -> (&[u8], &[u8]) {
@@ -227,7 +227,10 @@ pub fn netease(data: &[u8]) {
     if let Ok(d) = netease::decode(data, None) {
         let outer = form::decode(data, None);
         assert!(d.fields.len() >= outer.fields.len());
-        assert_eq!(d.fields[d.fields.len() - outer.fields.len()..], outer.fields[..]);
+        assert_eq!(
+            d.fields[d.fields.len() - outer.fields.len()..],
+            outer.fields[..]
+        );
     }
     let text = String::from_utf8_lossy(data);
     let Ok(fields) = netease::parse(&text) else {
@@ -281,7 +284,11 @@ pub fn address(data: &[u8]) {
             assert!(!has_control(n), "control character in a name: {n:?}");
         }
         if validate_addr(&m.addr).is_ok() {
-            assert!(!has_control(&m.addr), "control character accepted: {:?}", m.addr);
+            assert!(
+                !has_control(&m.addr),
+                "control character accepted: {:?}",
+                m.addr
+            );
             if !m.addr.contains('"') {
                 assert!(is_safe_path(&m.addr), "unsafe SMTP path: {:?}", m.addr);
             }
@@ -308,7 +315,11 @@ fn parse_request(data: &[u8]) -> Option<(OwnedHead, &[u8])> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| (i, i + 4))
-        .or_else(|| data.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)))
+        .or_else(|| {
+            data.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, i + 2))
+        })
         .unwrap_or((data.len(), data.len()));
     let (head, body) = (&data[..split.0], &data[split.1..]);
     let mut lines = head.split(|b| *b == b'\n').map(trim_eol);
@@ -407,7 +418,10 @@ fn check_reply(r: &Reply) {
         // what writes them out escapes controls, so a line stays one line in a transcript.
         assert!(!l.contains('\n'), "LF inside a reply line: {l:?}");
         let logged = sanitize_line(l);
-        assert!(!logged.chars().any(|c| c.is_control() && c != '\t'), "{logged:?}");
+        assert!(
+            !logged.chars().any(|c| c.is_control() && c != '\t'),
+            "{logged:?}"
+        );
     }
     if let Some(e) = r.enhanced {
         assert_eq!(u16::from(e.class), r.code / 100);
@@ -475,7 +489,10 @@ fn command(line: &str) {
         _ => return,
     };
     if let Some((path, params)) = parse_path(arg, kw) {
-        assert!(is_safe_path(path) || path.len() > 512, "unsafe path {path:?}");
+        assert!(
+            is_safe_path(path) || path.len() > 512,
+            "unsafe path {path:?}"
+        );
         assert!(arg.contains(&format!("<{path}>")));
         assert_eq!(params, params.trim());
     }
@@ -492,11 +509,22 @@ pub fn journal(data: &[u8]) {
     let end = torn.unwrap_or(data.len());
     assert!(end <= data.len());
     let re: Vec<u8> = records.iter().flat_map(|r| journal_encode(r)).collect();
-    assert!(re.len() <= end, "re-encoded records are longer than their source");
+    assert!(
+        re.len() <= end,
+        "re-encoded records are longer than their source"
+    );
     let (again, none) = journal_decode(&re);
-    assert_eq!((again, none), (records.clone(), None), "journal framing round trip");
+    assert_eq!(
+        (again, none),
+        (records.clone(), None),
+        "journal framing round trip"
+    );
     if let Some(at) = torn {
-        assert_eq!(journal_decode(&data[at..]).0.len(), 0, "a torn tail holds no record");
+        assert_eq!(
+            journal_decode(&data[at..]).0.len(),
+            0,
+            "a torn tail holds no record"
+        );
     }
     for r in records {
         meta(r);

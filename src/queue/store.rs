@@ -45,9 +45,9 @@ mod journal;
 mod recover;
 use index::{Entry, Index};
 use journal::Journal;
-pub use recover::RecoveryReport;
 #[doc(hidden)]
 pub use journal::{decode as journal_decode, encode as journal_encode};
+pub use recover::RecoveryReport;
 
 /// File name of the message inside a mail directory.
 pub const MESSAGE_FILE: &str = "message.eml";
