@@ -80,8 +80,10 @@ pub fn decode(data: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
                 .ok()?
                 .parse()
                 .ok()?;
-            let body = rest.get(nl + 1..nl + 1 + len)?;
-            (rest.get(nl + 1 + len) == Some(&b'\n')).then_some((body, nl + len + 2))
+            // Checked: a garbage length near usize::MAX must end the list, not overflow.
+            let end = nl.checked_add(1)?.checked_add(len)?;
+            let body = rest.get(nl + 1..end)?;
+            (rest.get(end) == Some(&b'\n')).then_some((body, end + 1))
         });
         match parsed {
             Some((body, used)) => {
@@ -495,6 +497,19 @@ mod tests {
         assert_eq!(decode(&junk).0.len(), 2);
         assert_eq!(decode(b"X 2\n{}\n"), (vec![], Some(0)));
         assert_eq!(decode(b"R 2\n{}x"), (vec![], Some(0)));
+    }
+
+    #[test]
+    fn huge_record_length_is_a_torn_tail_not_an_overflow() {
+        // Guards decode against a length near usize::MAX (garbage or a hostile journal): the
+        // offset arithmetic must not overflow (a panic in builds with overflow checks).
+        // The `journal` fuzz target reproduces it (fuzz/regressions/journal/huge-length).
+        let good = encode(br#"{"a":1}"#);
+        for len in [u64::MAX, u64::MAX - 1, u64::MAX - 8] {
+            let mut data = good.clone();
+            data.extend_from_slice(format!("R {len}\n{{}}\n").as_bytes());
+            assert_eq!(decode(&data), (vec![&br#"{"a":1}"#[..]], Some(good.len())));
+        }
     }
 
     #[test]
