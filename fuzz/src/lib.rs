@@ -38,7 +38,8 @@ fn pct(out: &mut Vec<u8>, s: &[u8]) {
         if b.is_ascii_alphanumeric() {
             out.push(*b);
         } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
 }
