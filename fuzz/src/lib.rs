@@ -104,10 +104,9 @@ fn fresh_boundary(parts: &[&[u8]]) -> String {
 
 /// `multipart`: the input's first line is the Content-Type value, the rest the body.
 ///
-/// Properties: file data never exceeds the body; re-encoding the decoded file parts in a fresh
-/// body (plain names) decodes to the same bytes and content types; `filename_of` on the first
-/// line (as a disposition) never panics and never yields a control character from ASCII input
-/// that had none.
+/// Properties: file data never exceeds the body; re-encoding the decoded file parts (those with
+/// a plain `type/subtype`) under a fresh boundary decodes to the same bytes, in order;
+/// `filename_of` on the first line (read as a Content-Disposition) never panics.
 pub fn multipart(data: &[u8]) {
     let (ct, body) = first_line(data);
     let ct = String::from_utf8_lossy(ct);
