@@ -190,7 +190,7 @@ impl App {
     }
 
     /// Host patterns the PAC file sends through mailtap.
-    pub fn pac_hosts(&self) -> &[String] {
+    pub fn pac_hosts(&self) -> &[crate::hostpat::HostPattern] {
         self.proxy.pac_hosts()
     }
 
@@ -269,7 +269,7 @@ async fn upstream(
             }
             let addr = config
                 .resolve
-                .get(&smtp.host.to_ascii_lowercase())
+                .get(&smtp.host)
                 .map(|ip| SocketAddr::new(*ip, smtp.effective_port()));
             let connect = ConnectOptions {
                 password,

@@ -6,7 +6,6 @@
 //! the browser's answer (the rule's relay response, or the webmail's own for `tee`/`observe`).
 //! It does not parse bodies (`intercept`), build MIME (`mail`), or deliver (`relay`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,8 +53,8 @@ pub struct CaptureSettings {
     pub bounds: Bounds,
     /// `[limits].max_message_bytes`: larger rendered mails are stored rejected.
     pub max_message_bytes: u64,
-    /// `[senders]`: envelope sender per webmail host.
-    pub senders: BTreeMap<String, String>,
+    /// `[senders]`: envelope sender per webmail host pattern.
+    pub senders: crate::hostpat::HostMap<String>,
     /// The SMTP account, the last resort for the envelope sender.
     pub smtp_account: Option<String>,
     /// Where each taken mail's `Log-*.txt` is created (`[paths].logs`), and its options.
@@ -116,7 +115,7 @@ impl Interceptor for Capture {
         Box::pin(async move { self.handle(request, info).await })
     }
 
-    fn pac_hosts(&self) -> Vec<String> {
+    fn pac_hosts(&self) -> Vec<crate::hostpat::HostPattern> {
         self.rules.hosts_for_https()
     }
 }

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file's sections, defaults and validation.
+//! - [`hostpat`]: host patterns (`host`, `*.domain`), the one syntax and matching every section
+//!   and rule uses.
 //! - [`app`]: wiring and shutdown; starts everything (also from tests, on port 0).
 //! - [`blocking`]: the thread pool for blocking work; a refused thread never panics.
 //! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
@@ -33,6 +35,7 @@ pub mod capture;
 pub mod capture_body;
 pub mod clock;
 pub mod config;
+pub mod hostpat;
 pub mod intercept;
 pub mod mail;
 pub mod private_fs;

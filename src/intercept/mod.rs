@@ -31,6 +31,10 @@ use crate::mail::record::{new_id, Attachment, MailRecord, Origin, Source};
 pub struct InterceptConfig {
     /// Load the built-in rules (config `[[rule]]`s still override them by name).
     pub builtin_rules: bool,
+    /// Host patterns of the user's self-hosted webmails (Roundcube, SquirrelMail, SnappyMail,
+    /// RainLoop, any-host `[[rule]]`s). Rules that name no host apply to these (and to hosts
+    /// named in `[senders]` or `[mitm].decrypt_hosts`) and to no other host.
+    pub hosts: Vec<crate::hostpat::HostPattern>,
     /// Captured uploads older than this are dropped.
     pub upload_ttl_secs: u64,
     /// Bound on the bytes all captured uploads may hold together (oldest evicted first).
@@ -60,6 +64,7 @@ impl Default for InterceptConfig {
     fn default() -> Self {
         InterceptConfig {
             builtin_rules: true,
+            hosts: Vec::new(),
             upload_ttl_secs: 3600,
             max_upload_bytes: 256 * 1024 * 1024,
             max_upload_files: 10_000,
