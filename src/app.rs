@@ -144,6 +144,8 @@ impl App {
                     smtp_account: config.smtp.as_ref().and_then(|s| s.username.clone()),
                     logs_dir: config.paths.logs.clone(),
                     log: config.log.clone(),
+                    require_session: config.intercept.require_session,
+                    session_ttl: Duration::from_secs(config.intercept.session_ttl_secs),
                 };
                 Arc::new(Capture::new(
                     rules,

@@ -22,7 +22,7 @@ use crate::capture_body::{self, BodyError, BodyLimits, Budget};
 use crate::intercept::extract::extract_candidates;
 use crate::intercept::{
     resolve_sender, Action, Bounds, ExtractError, Extracted, MatchKind, OwnedHead, Rule, RuleSet,
-    Ticket, UploadStore,
+    SessionBook, Ticket, UploadStore,
 };
 use crate::mail::record::{redact_head, MailRecord, Source};
 use crate::proxy::{
@@ -60,6 +60,11 @@ pub struct CaptureSettings {
     /// Where each taken mail's `Log-*.txt` is created (`[paths].logs`), and its options.
     pub logs_dir: std::path::PathBuf,
     pub log: LogConfig,
+    /// `[intercept].require_session`: relay only sends carrying a cookie the webmail set
+    /// through mailtap.
+    pub require_session: bool,
+    /// `[intercept].session_ttl_secs`.
+    pub session_ttl: std::time::Duration,
 }
 
 /// The interceptor. Shared by all connections.
@@ -69,6 +74,8 @@ pub struct Capture {
     uploads: Mutex<UploadStore>,
     /// What each captured upload's HTTP exchange looked like, for its send's transcript.
     upload_records: Mutex<UploadRecords>,
+    /// Cookies webmail hosts set through mailtap (hashed): what binds a send to a session.
+    sessions: Mutex<SessionBook>,
     spool: Spool<MailRecord>,
 }
 
@@ -81,6 +88,7 @@ impl Capture {
     ) -> Capture {
         Capture {
             rules,
+            sessions: Mutex::new(SessionBook::new(settings.session_ttl)),
             settings,
             uploads: Mutex::new(uploads),
             upload_records: Mutex::default(),
@@ -93,6 +101,39 @@ impl Capture {
         self.upload_records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, SessionBook> {
+        // Every SessionBook method leaves it consistent, so a poisoned lock is still usable.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why a send on a webmail host must not be taken by mailtap (it then goes to the webmail
+    /// unchanged, which applies its own checks): a request another site's page made, or one
+    /// carrying no cookie the webmail set through mailtap. `None` = take it.
+    fn refuse_reason(&self, parts: &http::request::Parts, head: &OwnedHead) -> Option<String> {
+        let port = parts.uri.port_u16().unwrap_or(match parts.uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        if let Some(why) = crate::intercept::cross_site(&parts.headers, &head.host, port) {
+            return Some(format!(
+                "cross-site request ({why}): another site's page cannot make mailtap send mail"
+            ));
+        }
+        if self.settings.require_session
+            && !self
+                .sessions()
+                .knows_any(head.cookie.as_deref(), Instant::now())
+        {
+            return Some(format!(
+                "no session cookie that {} set through mailtap: log in to the webmail with the \
+                 browser using mailtap as its proxy (a session opened before mailtap started, or \
+                 on another proxy, is not taken)",
+                head.host
+            ));
+        }
+        None
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, UploadStore> {
@@ -117,6 +158,20 @@ impl Interceptor for Capture {
 
     fn pac_hosts(&self) -> Vec<crate::hostpat::HostPattern> {
         self.rules.hosts_for_https()
+    }
+
+    fn observe_response(&self, host: &str, response: &http::response::Parts) {
+        let mut set = response
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .peekable();
+        if set.peek().is_none() || !self.rules.is_webmail_host(host) {
+            return;
+        }
+        let noted = self.sessions().note_set_cookies(set, Instant::now());
+        tracing::debug!(%host, noted, "webmail session cookies noted (hashed)");
     }
 }
 
@@ -278,6 +333,15 @@ impl Capture {
         head: &OwnedHead,
     ) -> Outcome {
         let action = rule.config.action;
+        if action != Action::Observe {
+            if let Some(why) = self.refuse_reason(&parts, head) {
+                tracing::warn!(
+                    rule = rule.name(), host = %head.host, path = %head.path, reason = %why,
+                    "send NOT taken by mailtap; forwarded to the webmail unchanged"
+                );
+                return forward_bytes(parts, full_body(body));
+            }
+        }
         let relay_response = (action == Action::Relay)
             .then(|| rule.relay_response(&draft))
             .flatten();

@@ -15,6 +15,9 @@ use tokio::net::TcpStream;
 pub const WEBMAIL_HOST: &str = "webmail.example.test";
 /// Path of the Roundcube send request (the part the HTTP POST's URI ends with).
 pub const SEND_PATH: &str = "/roundcube/?_task=mail&_unlock=loading9&_framed=1";
+/// The session cookie [`roundcube_send`] carries; `common::log_in` with it first, so that
+/// mailtap has seen the webmail set it.
+pub const SESSION_COOKIE: &str = "roundcube_sessid=SECRET1234";
 /// Upper bound for one request/response exchange with the proxy.
 pub const EXCHANGE_WAIT: Duration = Duration::from_secs(20);
 
@@ -47,7 +50,7 @@ pub fn roundcube_send(to: &str, cc: &str, subject: &str, message: &str) -> Vec<u
     );
     format!(
         "POST http://{WEBMAIL_HOST}:9{SEND_PATH} HTTP/1.1\r\n\
-         Host: {WEBMAIL_HOST}\r\nCookie: roundcube_sessid=SECRET1234\r\nUser-Agent: test\r\n\
+         Host: {WEBMAIL_HOST}\r\nCookie: {SESSION_COOKIE}\r\nUser-Agent: test\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
