@@ -79,16 +79,25 @@ async fn webmail() -> Webmail {
 }
 
 /// The sample's bytes with its request target pointed at `port` (the host name stays, and
-/// `[resolve]` sends it to 127.0.0.1).
+/// `[resolve]` sends it to 127.0.0.1); the `Origin` and `Referer` the browser sent name the
+/// same port, as they would had the webmail been served there.
 fn retarget(bytes: &[u8], port: u16) -> Vec<u8> {
-    let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
-    let line = std::str::from_utf8(&bytes[..line_end]).unwrap();
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = std::str::from_utf8(&bytes[..head_end]).unwrap();
+    let (line, fields) = head.split_once("\r\n").unwrap_or((head, ""));
     let (method, rest) = line.split_once(' ').unwrap();
     let (target, version) = rest.rsplit_once(' ').unwrap();
     let after_scheme = target.strip_prefix("http://").unwrap();
     let (host, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
-    let mut out = format!("{method} http://{host}:{port}{path} {version}").into_bytes();
-    out.extend_from_slice(&bytes[line_end..]);
+    let fields = fields
+        .replace(&format!("http://{host}/"), &format!("http://{host}:{port}/"))
+        .replace(&format!("http://{host}\r\n"), &format!("http://{host}:{port}\r\n"));
+    let fields = match fields.strip_suffix(&format!("http://{host}")) {
+        Some(f) => format!("{f}http://{host}:{port}"),
+        None => fields,
+    };
+    let mut out = format!("{method} http://{host}:{port}{path} {version}\r\n{fields}").into_bytes();
+    out.extend_from_slice(&bytes[head_end..]);
     out
 }
 
