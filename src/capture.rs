@@ -112,10 +112,13 @@ impl Capture {
     /// unchanged, which applies its own checks): a request another site's page made, or one
     /// carrying no cookie the webmail set through mailtap. `None` = take it.
     fn refuse_reason(&self, parts: &http::request::Parts, head: &OwnedHead) -> Option<String> {
-        let port = parts.uri.port_u16().unwrap_or(match parts.uri.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        });
+        let port = parts
+            .uri
+            .port_u16()
+            .unwrap_or(match parts.uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
         if let Some(why) = crate::intercept::cross_site(&parts.headers, &head.host, port) {
             return Some(format!(
                 "cross-site request ({why}): another site's page cannot make mailtap send mail"

@@ -579,11 +579,27 @@ mod tests {
         // the error names the key, the value and what is expected.
         for (text, key, value) in [
             ("[proxy]\npac_hosts = [\"a b\"]\n", "pac_hosts", "\"a b\""),
-            ("[intercept]\nhosts = [\"http://x\"]\n", "hosts", "\"http://x\""),
-            ("[mitm]\ndecrypt_hosts = [\"*.\"]\n", "decrypt_hosts", "\"*.\""),
-            ("[senders]\n\"*.*.x\" = \"a@example.com\"\n", "senders", "\"*.*.x\""),
+            (
+                "[intercept]\nhosts = [\"http://x\"]\n",
+                "hosts",
+                "\"http://x\"",
+            ),
+            (
+                "[mitm]\ndecrypt_hosts = [\"*.\"]\n",
+                "decrypt_hosts",
+                "\"*.\"",
+            ),
+            (
+                "[senders]\n\"*.*.x\" = \"a@example.com\"\n",
+                "senders",
+                "\"*.*.x\"",
+            ),
             ("[resolve]\n\"x y\" = \"127.0.0.1\"\n", "resolve", "\"x y\""),
-            ("[[rule]]\nname = \"r\"\nhosts = [\"a:1\"]\npath = \"/\"\ndecoder = \"form\"\n", "hosts", "\"a:1\""),
+            (
+                "[[rule]]\nname = \"r\"\nhosts = [\"a:1\"]\npath = \"/\"\ndecoder = \"form\"\n",
+                "hosts",
+                "\"a:1\"",
+            ),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(

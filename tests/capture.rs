@@ -90,8 +90,14 @@ fn retarget(bytes: &[u8], port: u16) -> Vec<u8> {
     let after_scheme = target.strip_prefix("http://").unwrap();
     let (host, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
     let fields = fields
-        .replace(&format!("http://{host}/"), &format!("http://{host}:{port}/"))
-        .replace(&format!("http://{host}\r\n"), &format!("http://{host}:{port}\r\n"));
+        .replace(
+            &format!("http://{host}/"),
+            &format!("http://{host}:{port}/"),
+        )
+        .replace(
+            &format!("http://{host}\r\n"),
+            &format!("http://{host}:{port}\r\n"),
+        );
     let fields = match fields.strip_suffix(&format!("http://{host}")) {
         Some(f) => format!("{f}http://{host}:{port}"),
         None => fields,

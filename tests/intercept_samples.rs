@@ -93,7 +93,10 @@ fn replay(set: &RuleSet, dir: &Path, name: &str) -> Replay {
                     taken.missing
                 );
                 let senders: HostMap<String> = [(
-                    owned.host.parse().expect("the sample's host is a host pattern"),
+                    owned
+                        .host
+                        .parse()
+                        .expect("the sample's host is a host pattern"),
                     "configured@example.com".to_string(),
                 )]
                 .into_iter()

@@ -372,7 +372,12 @@ async fn session_tokens_in_the_request_never_reach_the_transcript() {
         None,
     )
     .await;
-    log_in(mt.addr, "set1.mail.qq.com", "qm_username=lilei.example; sid=secret").await;
+    log_in(
+        mt.addr,
+        "set1.mail.qq.com",
+        "qm_username=lilei.example; sid=secret",
+    )
+    .await;
     let request = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/samples/webmail/qqmail-gbk.http"

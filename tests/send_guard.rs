@@ -126,12 +126,20 @@ async fn zero_config_takes_no_self_hosted_webmail_send() {
     log_in(mt.addr, HOST, COOKIE).await;
     let cookie = format!("Cookie: {COOKIE}\r\n");
     assert_forwarded(&mt, &got, roundcube(HOST, web.port(), &cookie), "roundcube").await;
-    assert_forwarded(&mt, &got, snappymail(HOST, web.port(), &cookie), "snappymail").await;
+    assert_forwarded(
+        &mt,
+        &got,
+        snappymail(HOST, web.port(), &cookie),
+        "snappymail",
+    )
+    .await;
     assert_nothing_sent(&mt).await;
     mt.shutdown().await;
 
     let mt = start(
-        &config(&format!("[intercept]\nhosts = [\"*.EXAMPLE.test\"]\n{NAMED}")),
+        &config(&format!(
+            "[intercept]\nhosts = [\"*.EXAMPLE.test\"]\n{NAMED}"
+        )),
         None,
     )
     .await;
@@ -186,10 +194,22 @@ async fn a_send_without_a_session_mailtap_saw_opened_is_forwarded() {
     let mt = start(&config(NAMED), None).await;
     assert_forwarded(&mt, &got, roundcube(HOST, port, ""), "no cookie").await;
     let cookie = format!("Cookie: {COOKIE}\r\n");
-    assert_forwarded(&mt, &got, roundcube(HOST, port, &cookie), "cookie never seen").await;
+    assert_forwarded(
+        &mt,
+        &got,
+        roundcube(HOST, port, &cookie),
+        "cookie never seen",
+    )
+    .await;
     // A cookie set by another host (the attacker's page) does not count for the webmail.
     log_in(mt.addr, "attacker.test", COOKIE).await;
-    assert_forwarded(&mt, &got, roundcube(HOST, port, &cookie), "cookie from another host").await;
+    assert_forwarded(
+        &mt,
+        &got,
+        roundcube(HOST, port, &cookie),
+        "cookie from another host",
+    )
+    .await;
     assert_nothing_sent(&mt).await;
 
     log_in(mt.addr, HOST, COOKIE).await;
@@ -208,11 +228,16 @@ async fn the_home_page_lists_the_named_webmails_and_how_to_add_one() {
     // Guards the home page: the named hosts (from every place) and the [intercept] hint.
     let empty = start(&config(""), None).await;
     let home = raw_exchange(empty.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(home.contains("no self-hosted webmail is intercepted"), "{home}");
+    assert!(
+        home.contains("no self-hosted webmail is intercepted"),
+        "{home}"
+    );
     assert!(home.contains("[intercept]\nhosts = ["), "{home}");
     empty.shutdown().await;
     let mt = start(
-        &config(&format!("[intercept]\nhosts = [\"*.Mail.Example.org\"]\n{NAMED}")),
+        &config(&format!(
+            "[intercept]\nhosts = [\"*.Mail.Example.org\"]\n{NAMED}"
+        )),
         None,
     )
     .await;

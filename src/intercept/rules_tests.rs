@@ -53,7 +53,11 @@ fn builtin_rules_parse_and_compile() {
         let r = set.get(name).unwrap_or_else(|| panic!("missing {name}"));
         assert!(r.config.response.is_some(), "{name} has no relay response");
     }
-    let hosts: Vec<String> = set.hosts_for_https().iter().map(|h| h.to_string()).collect();
+    let hosts: Vec<String> = set
+        .hosts_for_https()
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
     assert!(
         hosts.contains(&"mail.qq.com".to_string()) && hosts.contains(&"*.mail.163.com".to_string()),
         "{hosts:?}"
@@ -122,8 +126,10 @@ fn host_matching_table() {
 fn any_host_rules_match_only_named_hosts() {
     // Guards issue 10 High 1: a rule naming no host (Roundcube…) applies to the hosts the user
     // named as webmails, never to any host; rules naming hosts keep their own.
-    let named: Vec<crate::hostpat::HostPattern> =
-        vec!["webmail.example.test".parse().unwrap(), "*.corp.test".parse().unwrap()];
+    let named: Vec<crate::hostpat::HostPattern> = vec![
+        "webmail.example.test".parse().unwrap(),
+        "*.corp.test".parse().unwrap(),
+    ];
     let bare = RuleSet::builtin().unwrap();
     let set = RuleSet::builtin().unwrap().with_named_hosts(named);
     let form = Some("application/x-www-form-urlencoded");
@@ -141,12 +147,7 @@ fn any_host_rules_match_only_named_hosts() {
         assert!(bare.match_head(&h).is_none(), "zero-config takes {host}");
     }
     // Hosted webmails keep their hosts with or without named hosts.
-    let qq = head(
-        "mail.qq.com",
-        "/cgi-bin/compose_send",
-        None,
-        form,
-    );
+    let qq = head("mail.qq.com", "/cgi-bin/compose_send", None, form);
     assert!(bare.match_head(&qq).is_some() && set.match_head(&qq).is_some());
 }
 

@@ -241,7 +241,10 @@ mod tests {
         let mut b = SessionBook::new(Duration::from_secs(60));
         for i in 0..(MAX_REMEMBERED + 500) {
             let line = format!("c{i}=v{i}");
-            b.note_set_cookies([line.as_str()].into_iter(), t0 + Duration::from_millis(i as u64));
+            b.note_set_cookies(
+                [line.as_str()].into_iter(),
+                t0 + Duration::from_millis(i as u64),
+            );
         }
         assert_eq!(b.len(), MAX_REMEMBERED);
         let last = format!("c{0}=v{0}", MAX_REMEMBERED + 499);
@@ -257,26 +260,56 @@ mod tests {
             (&[], None),
             (&[("sec-fetch-site", "same-origin")], None),
             (&[("sec-fetch-site", "none")], None),
-            (&[("sec-fetch-site", "cross-site")], Some("Sec-Fetch-Site: cross-site")),
-            (&[("sec-fetch-site", "Same-Site")], Some("Sec-Fetch-Site: same-site")),
+            (
+                &[("sec-fetch-site", "cross-site")],
+                Some("Sec-Fetch-Site: cross-site"),
+            ),
+            (
+                &[("sec-fetch-site", "Same-Site")],
+                Some("Sec-Fetch-Site: same-site"),
+            ),
             (&[("origin", "http://webmail.example.test:8080")], None),
             (&[("origin", "http://WEBMAIL.example.test:8080")], None),
-            (&[("origin", "http://attacker.test")], Some("Origin: http://attacker.test")),
-            (&[("origin", "http://webmail.example.test:8081")], Some("Origin: http://webmail.example.test:8081")),
-            (&[("origin", "http://webmail.example.test.attacker.test:8080")], Some("Origin: http://webmail.example.test.attacker.test:8080")),
+            (
+                &[("origin", "http://attacker.test")],
+                Some("Origin: http://attacker.test"),
+            ),
+            (
+                &[("origin", "http://webmail.example.test:8081")],
+                Some("Origin: http://webmail.example.test:8081"),
+            ),
+            (
+                &[("origin", "http://webmail.example.test.attacker.test:8080")],
+                Some("Origin: http://webmail.example.test.attacker.test:8080"),
+            ),
             (&[("origin", "null")], Some("Origin: null")),
-            (&[("origin", "null"), ("referer", "http://webmail.example.test:8080/")], Some("Origin: null")),
-            (&[("referer", "http://webmail.example.test:8080/?_task=mail")], None),
-            (&[("referer", "http://attacker.test/x?secret=1")], Some("Referer: http://attacker.test/x")),
-            (&[("sec-fetch-site", "same-origin"), ("origin", "http://attacker.test")], Some("Origin: http://attacker.test")),
+            (
+                &[
+                    ("origin", "null"),
+                    ("referer", "http://webmail.example.test:8080/"),
+                ],
+                Some("Origin: null"),
+            ),
+            (
+                &[("referer", "http://webmail.example.test:8080/?_task=mail")],
+                None,
+            ),
+            (
+                &[("referer", "http://attacker.test/x?secret=1")],
+                Some("Referer: http://attacker.test/x"),
+            ),
+            (
+                &[
+                    ("sec-fetch-site", "same-origin"),
+                    ("origin", "http://attacker.test"),
+                ],
+                Some("Origin: http://attacker.test"),
+            ),
         ];
         for (headers, want) in cases {
             let mut map = HeaderMap::new();
             for (k, v) in *headers {
-                map.insert(
-                    http::header::HeaderName::from_static(k),
-                    v.parse().unwrap(),
-                );
+                map.insert(http::header::HeaderName::from_static(k), v.parse().unwrap());
             }
             assert_eq!(cross_site(&map, h, 8080).as_deref(), *want, "{headers:?}");
         }

@@ -9,8 +9,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::mitm::CertAuthority;
-use crate::hostpat::HostPattern;
 use super::{full_body, ProxyBody};
+use crate::hostpat::HostPattern;
 
 /// A plain-text answer from the proxy itself: `mailtap: <message>`.
 pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
@@ -44,14 +44,22 @@ pub struct HomeInfo<'a> {
 pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
     let mut hosts = String::new();
     for h in info.pac_hosts {
-        let _ = write!(hosts, "<li><code>{}</code></li>", html_escape(&h.to_string()));
+        let _ = write!(
+            hosts,
+            "<li><code>{}</code></li>",
+            html_escape(&h.to_string())
+        );
     }
     if hosts.is_empty() {
         hosts.push_str("<li>(none)</li>");
     }
     let mut webmails = String::new();
     for h in info.webmail_hosts {
-        let _ = write!(webmails, "<li><code>{}</code></li>", html_escape(&h.to_string()));
+        let _ = write!(
+            webmails,
+            "<li><code>{}</code></li>",
+            html_escape(&h.to_string())
+        );
     }
     if webmails.is_empty() {
         webmails.push_str("<li>(none yet: no self-hosted webmail is intercepted)</li>");

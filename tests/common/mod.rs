@@ -402,6 +402,9 @@ pub async fn log_in(proxy: SocketAddr, host: &str, cookie: &str) {
             .as_bytes(),
     )
     .await;
-    assert!(answer.contains("logged in"), "login through mailtap: {answer}");
+    assert!(
+        answer.contains("logged in"),
+        "login through mailtap: {answer}"
+    );
     let _ = server.await;
 }

@@ -81,10 +81,13 @@ mod tests {
     fn host_lists_are_host_patterns() {
         // Guards validation of [mitm] host lists at deserialisation: the key and value named.
         let c: MitmConfig =
-            toml::from_str("decrypt_hosts = [\"Mail.Example.test\", \"*.x.test\", \"::1\"]").unwrap();
+            toml::from_str("decrypt_hosts = [\"Mail.Example.test\", \"*.x.test\", \"::1\"]")
+                .unwrap();
         let shown: Vec<String> = c.decrypt_hosts.iter().map(|p| p.to_string()).collect();
         assert_eq!(shown, ["mail.example.test", "*.x.test", "::1"]);
-        let e = toml::from_str::<MitmConfig>("never_decrypt = [\"a/b\"]").unwrap_err().to_string();
+        let e = toml::from_str::<MitmConfig>("never_decrypt = [\"a/b\"]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("never_decrypt") && e.contains("\"a/b\""), "{e}");
     }
 
