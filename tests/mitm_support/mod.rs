@@ -154,6 +154,14 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<SeenTls>>>) -> Respo
                 "content-type",
                 hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
             );
+            // The webmail's session cookie, as it sets one at login: mailtap relays only sends
+            // that carry a cookie the webmail set through it.
+            r.headers_mut().insert(
+                "set-cookie",
+                hyper::header::HeaderValue::from_static(
+                    "roundcube_sessid=c0mp05e; Path=/; Secure; HttpOnly",
+                ),
+            );
             r
         }
         "/echo" => Response::new(Full::new(body)),
