@@ -111,7 +111,12 @@ impl Capture {
     /// Why a send on a webmail host must not be taken by mailtap (it then goes to the webmail
     /// unchanged, which applies its own checks): a request another site's page made, or one
     /// carrying no cookie the webmail set through mailtap. `None` = take it.
-    fn refuse_reason(&self, parts: &http::request::Parts, head: &OwnedHead) -> Option<String> {
+    fn refuse_reason(
+        &self,
+        rule: &Rule,
+        parts: &http::request::Parts,
+        head: &OwnedHead,
+    ) -> Option<String> {
         let port = parts
             .uri
             .port_u16()
@@ -119,7 +124,20 @@ impl Capture {
                 Some("https") => 443,
                 _ => 80,
             });
-        if let Some(why) = crate::intercept::cross_site(&parts.headers, &head.host, port) {
+        // Another host of the same webmail (one of its patterns covers both) is its own page.
+        let patterns = if rule.is_any_host() {
+            self.rules.named_hosts()
+        } else {
+            &rule.config.hosts
+        };
+        let same_webmail = |other: &str| {
+            patterns
+                .iter()
+                .any(|p| p.matches(&head.host) && p.matches(other))
+        };
+        if let Some(why) =
+            crate::intercept::cross_site(&parts.headers, &head.host, port, same_webmail)
+        {
             return Some(format!(
                 "cross-site request ({why}): another site's page cannot make mailtap send mail"
             ));
@@ -337,7 +355,7 @@ impl Capture {
     ) -> Outcome {
         let action = rule.config.action;
         if action != Action::Observe {
-            if let Some(why) = self.refuse_reason(&parts, head) {
+            if let Some(why) = self.refuse_reason(rule, &parts, head) {
                 tracing::warn!(
                     rule = rule.name(), host = %head.host, path = %head.path, reason = %why,
                     "send NOT taken by mailtap; forwarded to the webmail unchanged"

@@ -249,3 +249,53 @@ async fn the_home_page_lists_the_named_webmails_and_how_to_add_one() {
     );
     mt.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hosted_webmail_page_on_a_sibling_host_is_its_own() {
+    // Guards the sibling rule: QQ Mail's page on mail.qq.com posting to set1.mail.qq.com (one
+    // pattern of its rule, *.mail.qq.com, covers both) is taken; the same post from a page on
+    // another qq.com host is not.
+    let (web, got) = webmail().await;
+    let port = web.port();
+    let mt = start(
+        "[resolve]\n\"*.qq.com\" = \"127.0.0.1\"\n[relay]\nconsole = false\n",
+        None,
+    )
+    .await;
+    log_in(
+        mt.addr,
+        "set1.mail.qq.com",
+        "qm_username=lilei.example; sid=secret",
+    )
+    .await;
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/webmail/qqmail-gbk.http"
+    ))
+    .unwrap();
+    let text = String::from_utf8_lossy(&sample).into_owned();
+    let send = |page: &str| {
+        let head_end = sample.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = text[..head_end].replacen(
+            "http://set1.mail.qq.com/",
+            &format!("http://set1.mail.qq.com:{port}/"),
+            1,
+        );
+        let mut out =
+            format!("{head}\r\nSec-Fetch-Site: same-site\r\nOrigin: http://{page}:{port}")
+                .into_bytes();
+        out.extend_from_slice(&sample[head_end..]);
+        let body = String::from_utf8_lossy(&sample[head_end + 4..]).into_owned();
+        (out, body)
+    };
+    let (foreign, body) = send("blog.qq.com");
+    let before = got.lock().unwrap().len();
+    let answer = raw_exchange(mt.addr, &foreign).await;
+    assert!(answer.ends_with("webmail ok"), "{answer}");
+    assert_eq!(got.lock().unwrap()[before].1, body.as_bytes());
+    assert_nothing_sent(&mt).await;
+    let answer = raw_exchange(mt.addr, &send("mail.qq.com").0).await;
+    assert!(answer.contains("\"errcode\""), "{answer}");
+    assert_eq!(settled_mails(&mt.spool).await.len(), 1);
+    mt.shutdown().await;
+}

@@ -142,53 +142,64 @@ fn parse_set_cookie(line: &str) -> Option<(&str, &str, bool)> {
 /// Why a request counts as cross-site (for the log line), or `None` when it comes from the
 /// webmail's own pages (or from no browser page at all).
 ///
-/// `host`/`port` are the request's. Rules, in order:
-/// - `Sec-Fetch-Site: cross-site` or `same-site` → cross-site. `same-site` is refused too: a
-///   sibling host under the same domain (another user's pages, a forum) is not the webmail.
-/// - `Origin` present: `null` (sandboxed frames, `data:` pages, no-referrer pages) or another
-///   host or port → cross-site.
-/// - else `Referer` present with another host or port → cross-site.
+/// `host`/`port` are the request's; `same_webmail(other)` says whether another host belongs to
+/// the same webmail (one host pattern of the webmail covers both, e.g. `mail.qq.com` and
+/// `set1.mail.qq.com` under `*.mail.qq.com`). The page that made the request is "own" when its
+/// `Origin` (else its `Referer`) names the same port and the same host or such a sibling.
+/// Rules, in order:
+/// - `Sec-Fetch-Site: cross-site` → cross-site.
+/// - `Origin: null` (sandboxed frames, `data:` pages, no-referrer pages), or an `Origin` (else
+///   `Referer`) that is not own → cross-site.
+/// - `Sec-Fetch-Site: same-site` without an own `Origin`/`Referer` → cross-site: a sibling host
+///   under the same domain (another user's pages, a forum) is not the webmail.
 /// - no `Sec-Fetch-Site`, `Origin` or `Referer` at all: not a browser page (curl, a script) →
 ///   not cross-site; the session-cookie check still applies.
-pub fn cross_site(headers: &HeaderMap, host: &str, port: u16) -> Option<String> {
+pub fn cross_site(
+    headers: &HeaderMap,
+    host: &str,
+    port: u16,
+    same_webmail: impl Fn(&str) -> bool,
+) -> Option<String> {
     let text = |name: &str| {
         headers
             .get(name)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
     };
-    if let Some(site) = text("sec-fetch-site") {
-        let site = site.to_ascii_lowercase();
-        if site == "cross-site" || site == "same-site" {
-            return Some(format!("Sec-Fetch-Site: {site}"));
+    let site = text("sec-fetch-site").map(|s| s.to_ascii_lowercase());
+    if site.as_deref() == Some("cross-site") {
+        return Some("Sec-Fetch-Site: cross-site".into());
+    }
+    let own = |url: &str| {
+        page_host_port(url).is_some_and(|(h, p)| {
+            p == port && (h == crate::hostpat::normalize_host(host) || same_webmail(&h))
+        })
+    };
+    let page = match (text("origin"), text("referer")) {
+        (Some(origin), _) => Some((own(&origin), format!("Origin: {origin}"))),
+        (None, Some(referer)) => {
+            let shown = referer.split(['?', '#']).next().unwrap_or("").to_string();
+            Some((own(&referer), format!("Referer: {shown}")))
         }
+        (None, None) => None,
+    };
+    match (page, site.as_deref()) {
+        (Some((false, why)), _) => Some(why),
+        (None, Some("same-site")) => Some("Sec-Fetch-Site: same-site".into()),
+        _ => None,
     }
-    if let Some(origin) = text("origin") {
-        return (!same_host_port(&origin, host, port)).then(|| format!("Origin: {origin}"));
-    }
-    if let Some(referer) = text("referer") {
-        return (!same_host_port(&referer, host, port)).then(|| {
-            let shown = referer.split(['?', '#']).next().unwrap_or("");
-            format!("Referer: {shown}")
-        });
-    }
-    None
 }
 
-/// True when the URL (`scheme://host[:port]...`) names `host` and `port` (the scheme's default
-/// port when none is given). `null` and unparsable values are never the same.
-fn same_host_port(url: &str, host: &str, port: u16) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    let Some(h) = uri.host() else {
-        return false;
-    };
+/// The normalised host and port (the scheme's default when none is given) a page URL names;
+/// `None` for `null` and anything unparsable.
+fn page_host_port(url: &str) -> Option<(String, u16)> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    let h = uri.host()?;
     let p = uri.port_u16().or(match uri.scheme_str() {
         Some("http") => Some(80),
         Some("https") => Some(443),
         _ => None,
-    });
-    crate::hostpat::normalize_host(h) == crate::hostpat::normalize_host(host) && p == Some(port)
+    })?;
+    Some((crate::hostpat::normalize_host(h), p))
 }
 
 #[cfg(test)]
@@ -254,8 +265,10 @@ mod tests {
 
     #[test]
     fn cross_site_table() {
-        // Guards the provenance rules: Sec-Fetch-Site, Origin (incl. null), Referer, none.
+        // Guards the provenance rules: Sec-Fetch-Site, Origin (incl. null), Referer, siblings of
+        // the same webmail, none.
         let h = "webmail.example.test";
+        let sibling = |other: &str| other == "www.example.test";
         let cases: &[(&[(&str, &str)], Option<&str>)] = &[
             (&[], None),
             (&[("sec-fetch-site", "same-origin")], None),
@@ -305,17 +318,43 @@ mod tests {
                 ],
                 Some("Origin: http://attacker.test"),
             ),
+            // A sibling of the same webmail (one of its host patterns covers both) is own.
+            (
+                &[
+                    ("sec-fetch-site", "same-site"),
+                    ("origin", "http://www.example.test:8080"),
+                ],
+                None,
+            ),
+            (
+                &[
+                    ("sec-fetch-site", "same-site"),
+                    ("origin", "http://blog.example.test:8080"),
+                ],
+                Some("Origin: http://blog.example.test:8080"),
+            ),
+            (
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "http://webmail.example.test:8080"),
+                ],
+                Some("Sec-Fetch-Site: cross-site"),
+            ),
         ];
         for (headers, want) in cases {
             let mut map = HeaderMap::new();
             for (k, v) in *headers {
                 map.insert(http::header::HeaderName::from_static(k), v.parse().unwrap());
             }
-            assert_eq!(cross_site(&map, h, 8080).as_deref(), *want, "{headers:?}");
+            assert_eq!(
+                cross_site(&map, h, 8080, sibling).as_deref(),
+                *want,
+                "{headers:?}"
+            );
         }
         let mut map = HeaderMap::new();
         map.insert("origin", "https://webmail.example.test".parse().unwrap());
-        assert_eq!(cross_site(&map, h, 443), None);
-        assert!(cross_site(&map, h, 80).is_some());
+        assert_eq!(cross_site(&map, h, 443, sibling), None);
+        assert!(cross_site(&map, h, 80, sibling).is_some());
     }
 }
