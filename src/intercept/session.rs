@@ -269,7 +269,9 @@ mod tests {
         // the same webmail, none.
         let h = "webmail.example.test";
         let sibling = |other: &str| other == "www.example.test";
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        // (request headers, expected reason)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             (&[], None),
             (&[("sec-fetch-site", "same-origin")], None),
             (&[("sec-fetch-site", "none")], None),
