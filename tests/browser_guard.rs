@@ -219,11 +219,31 @@ async fn chromium_routes_every_builtin_webmail_host_through_the_pac() {
         ("mail.163.com", "/js6/s?func=mbox:compose"),
         ("hw.mail.163.com", "/js6/s?func=mbox:compose"),
         ("mail.126.com", "/js6/s?func=mbox:compose"),
+        ("hz.mail.126.com", "/js6/s?func=mbox:compose"),
         ("mail.yeah.net", "/js6/s?func=mbox:compose"),
+        ("a.mail.yeah.net", "/js6/s?func=mbox:compose"),
         ("mail.qq.com", "/cgi-bin/compose_send"),
         ("set1.mail.qq.com", "/cgi-bin/compose_send"),
         ("exmail.qq.com", "/cgi-bin/compose_send"),
     ];
+    // The list covers every built-in host pattern: each exact host, each `*.domain`'s domain
+    // and a name under it.
+    for pattern in mailtap::intercept::RuleSet::builtin()
+        .unwrap()
+        .hosts_for_https()
+    {
+        let d = pattern.domain();
+        assert!(
+            through.iter().any(|(h, _)| *h == d),
+            "{pattern} itself not tried"
+        );
+        if pattern.is_wildcard() {
+            assert!(
+                through.iter().any(|(h, _)| h.ends_with(&format!(".{d}"))),
+                "no name under {pattern} tried"
+            );
+        }
+    }
     let port = direct.port();
     let unknown = format!("http://unknown-host.test:{port}/js6/s?func=mbox:compose");
     let loopback = format!("http://127.0.0.1:{port}/js6/s?func=mbox:compose");
