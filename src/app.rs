@@ -307,3 +307,32 @@ async fn upstream(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolve_reaches_the_smtp_host_in_any_case_and_by_wildcard() {
+        // Guards [resolve] for [smtp].host: keys are host patterns, matched without case (a
+        // mixed-case key once missed here while the proxy's dialer found it).
+        for (resolve_key, smtp_host) in [
+            ("Smtp.Lab.TEST", "smtp.lab.test"),
+            ("smtp.lab.test", "SMTP.LAB.test"),
+            ("*.LAB.test", "smtp.lab.test"),
+        ] {
+            let config = Config::parse(&format!(
+                "[resolve]\n\"{resolve_key}\" = \"127.0.0.9\"\n\
+                 [smtp]\nhost = \"{smtp_host}\"\nport = 2526\ntls = \"none\"\n"
+            ))
+            .unwrap();
+            let (_, connect, builtin) = upstream(&config).await.unwrap();
+            assert!(builtin.is_none());
+            assert_eq!(
+                connect.addr,
+                Some(SocketAddr::from(([127, 0, 0, 9], 2526))),
+                "{resolve_key} for {smtp_host}"
+            );
+        }
+    }
+}

@@ -13,7 +13,8 @@
 //! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
 //!   CONNECT tunnels, the proxy's own pages (home, PAC), and the [`proxy::Interceptor`] seam.
 //! - [`intercept`]: interception rules (built-in TOML + `[[rule]]`), body decoders and
-//!   extractors, upload correlation, sender resolution.
+//!   extractors, upload correlation, sender resolution, and what binds a send to a real webmail
+//!   session (cookies the webmail set through mailtap, the cross-site check).
 //! - [`mail`]: the `MailRecord`, address parsing/validation, MIME rendering and checks.
 //! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
 //! - [`capture_body`]: reading an intercepted body under its size, time and memory bounds.
