@@ -299,3 +299,23 @@ async fn a_hosted_webmail_page_on_a_sibling_host_is_its_own() {
     assert_eq!(settled_mails(&mt.spool).await.len(), 1);
     mt.shutdown().await;
 }
+
+#[tokio::test]
+async fn require_session_false_takes_a_same_site_send_without_a_login() {
+    // Guards the documented opt-out: with [intercept].require_session = false a cookie-less
+    // send on a named host is taken, while a cross-site one is still forwarded.
+    let (web, got) = webmail().await;
+    let port = web.port();
+    let mt = start(
+        &config(&format!("[intercept]\nrequire_session = false\n{NAMED}")),
+        None,
+    )
+    .await;
+    let hostile = "Origin: http://attacker.test\r\n";
+    assert_forwarded(&mt, &got, roundcube(HOST, port, hostile), "cross-site").await;
+    assert_nothing_sent(&mt).await;
+    let answer = raw_exchange(mt.addr, &roundcube(HOST, port, "").0).await;
+    assert!(answer.contains("sent_successfully"), "{answer}");
+    assert_eq!(settled_mails(&mt.spool).await.len(), 1);
+    mt.shutdown().await;
+}
