@@ -402,6 +402,7 @@ async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_ma
     // Guards independent recipients: the valid one is delivered; the report names each invalid
     // address with its own reason (one RFC 3464 block each) and never the valid one.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     let response = raw_exchange(
         mt.addr,
         &roundcube_send(
@@ -480,13 +481,15 @@ async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_ma
 async fn an_invalid_sender_still_refuses_the_whole_mail() {
     // Guards the sender rule: with an invalid sender nothing is relayed and the browser is
     // told the mail was not sent (no report could reach anyone).
-    let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[relay]\nconsole = false\n";
+    let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[relay]\nconsole = false\n\
+               [intercept]\nhosts = [\"webmail.example.test\"]\n";
     let mt = start(cfg, None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     // Roundcube's literal `_from` carries the (invalid) sender.
     let body = "_token=t&_task=mail&_action=send&_id=77&_from=lilei%40localhost&_to=bob%40example.org&_cc=&_bcc=&_subject=s&_is_html=0&_message=hi&_draft=";
     let raw = format!(
         "POST http://webmail.example.test:9/roundcube/?_task=mail&_unlock=loading9&_framed=1 HTTP/1.1\r\n\
-         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+         Host: webmail.example.test\r\nCookie: {SESSION_COOKIE}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let response = raw_exchange(mt.addr, raw.as_bytes()).await;
