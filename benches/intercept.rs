@@ -46,6 +46,46 @@ fn qq_request() -> Vec<u8> {
     std::fs::read(path).expect("sample")
 }
 
+/// The browser's login to QQ Mail through mailtap (which relays only sends carrying a cookie
+/// the webmail set through it): a one-shot loopback origin, reached as set1.mail.qq.com via
+/// `[resolve]`, sets the sample's `qm_username` cookie.
+async fn log_in(proxy: SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let origin = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "login request cut short");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: qm_username=lilei.example; Path=/\r\n\
+              Content-Length: 2\r\nConnection: close\r\n\r\nok",
+        )
+        .await
+        .expect("answer");
+    });
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(
+        format!("GET http://set1.mail.qq.com:{port}/ HTTP/1.1\r\nHost: set1.mail.qq.com\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("login request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("login answered in time")
+        .expect("login answer");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "login through mailtap");
+    origin.await.expect("origin");
+}
+
 async fn client(proxy: SocketAddr, request: Vec<u8>, count: usize, latencies: &mut Vec<Duration>) {
     let mut s = TcpStream::connect(proxy).await.expect("connect");
     let mut buf = vec![0u8; 64 * 1024];
@@ -96,7 +136,10 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut config = Config::parse("[resolve]\n\"mail.qq.com\" = \"127.0.0.1\"\n").expect("config");
+        let mut config = Config::parse(
+            "[resolve]\n\"mail.qq.com\" = \"127.0.0.1\"\n\"set1.mail.qq.com\" = \"127.0.0.1\"\n",
+        )
+        .expect("config");
         config.proxy.listen = "127.0.0.1:0".parse().expect("addr");
         config.paths.data = dir.path().join("data");
         config.paths.logs = dir.path().join("logs");
@@ -107,6 +150,7 @@ fn main() {
         let server = tokio::spawn(app.run(async {
             let _ = stopped.await;
         }));
+        log_in(proxy).await;
         let request = qq_request();
         let per_client = mails / clients;
         let started = Instant::now();

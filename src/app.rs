@@ -144,6 +144,8 @@ impl App {
                     smtp_account: config.smtp.as_ref().and_then(|s| s.username.clone()),
                     logs_dir: config.paths.logs.clone(),
                     log: config.log.clone(),
+                    require_session: config.intercept.require_session,
+                    session_ttl: Duration::from_secs(config.intercept.session_ttl_secs),
                 };
                 Arc::new(Capture::new(
                     rules,
@@ -190,7 +192,7 @@ impl App {
     }
 
     /// Host patterns the PAC file sends through mailtap.
-    pub fn pac_hosts(&self) -> &[String] {
+    pub fn pac_hosts(&self) -> &[crate::hostpat::HostPattern] {
         self.proxy.pac_hosts()
     }
 
@@ -269,7 +271,7 @@ async fn upstream(
             }
             let addr = config
                 .resolve
-                .get(&smtp.host.to_ascii_lowercase())
+                .get(&smtp.host)
                 .map(|ip| SocketAddr::new(*ip, smtp.effective_port()));
             let connect = ConnectOptions {
                 password,
@@ -302,6 +304,35 @@ async fn upstream(
                 ..ClientConfig::default()
             };
             Ok((smtp, ConnectOptions::default(), Some(server)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolve_reaches_the_smtp_host_in_any_case_and_by_wildcard() {
+        // Guards [resolve] for [smtp].host: keys are host patterns, matched without case (a
+        // mixed-case key once missed here while the proxy's dialer found it).
+        for (resolve_key, smtp_host) in [
+            ("Smtp.Lab.TEST", "smtp.lab.test"),
+            ("smtp.lab.test", "SMTP.LAB.test"),
+            ("*.LAB.test", "smtp.lab.test"),
+        ] {
+            let config = Config::parse(&format!(
+                "[resolve]\n\"{resolve_key}\" = \"127.0.0.9\"\n\
+                 [smtp]\nhost = \"{smtp_host}\"\nport = 2526\ntls = \"none\"\n"
+            ))
+            .unwrap();
+            let (_, connect, builtin) = upstream(&config).await.unwrap();
+            assert!(builtin.is_none());
+            assert_eq!(
+                connect.addr,
+                Some(SocketAddr::from(([127, 0, 0, 9], 2526))),
+                "{resolve_key} for {smtp_host}"
+            );
         }
     }
 }

@@ -6,7 +6,6 @@
 //! the browser's answer (the rule's relay response, or the webmail's own for `tee`/`observe`).
 //! It does not parse bodies (`intercept`), build MIME (`mail`), or deliver (`relay`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,7 +22,7 @@ use crate::capture_body::{self, BodyError, BodyLimits, Budget};
 use crate::intercept::extract::extract_candidates;
 use crate::intercept::{
     resolve_sender, Action, Bounds, ExtractError, Extracted, MatchKind, OwnedHead, Rule, RuleSet,
-    Ticket, UploadStore,
+    SessionBook, Ticket, UploadStore,
 };
 use crate::mail::record::{redact_head, MailRecord, Source};
 use crate::proxy::{
@@ -54,13 +53,18 @@ pub struct CaptureSettings {
     pub bounds: Bounds,
     /// `[limits].max_message_bytes`: larger rendered mails are stored rejected.
     pub max_message_bytes: u64,
-    /// `[senders]`: envelope sender per webmail host.
-    pub senders: BTreeMap<String, String>,
+    /// `[senders]`: envelope sender per webmail host pattern.
+    pub senders: crate::hostpat::HostMap<String>,
     /// The SMTP account, the last resort for the envelope sender.
     pub smtp_account: Option<String>,
     /// Where each taken mail's `Log-*.txt` is created (`[paths].logs`), and its options.
     pub logs_dir: std::path::PathBuf,
     pub log: LogConfig,
+    /// `[intercept].require_session`: relay only sends carrying a cookie the webmail set
+    /// through mailtap.
+    pub require_session: bool,
+    /// `[intercept].session_ttl_secs`.
+    pub session_ttl: std::time::Duration,
 }
 
 /// The interceptor. Shared by all connections.
@@ -70,6 +74,8 @@ pub struct Capture {
     uploads: Mutex<UploadStore>,
     /// What each captured upload's HTTP exchange looked like, for its send's transcript.
     upload_records: Mutex<UploadRecords>,
+    /// Cookies webmail hosts set through mailtap (hashed): what binds a send to a session.
+    sessions: Mutex<SessionBook>,
     spool: Spool<MailRecord>,
 }
 
@@ -82,6 +88,7 @@ impl Capture {
     ) -> Capture {
         Capture {
             rules,
+            sessions: Mutex::new(SessionBook::new(settings.session_ttl)),
             settings,
             uploads: Mutex::new(uploads),
             upload_records: Mutex::default(),
@@ -94,6 +101,60 @@ impl Capture {
         self.upload_records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, SessionBook> {
+        // Every SessionBook method leaves it consistent, so a poisoned lock is still usable.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why a send on a webmail host must not be taken by mailtap (it then goes to the webmail
+    /// unchanged, which applies its own checks): a request another site's page made, or one
+    /// carrying no cookie the webmail set through mailtap. `None` = take it.
+    fn refuse_reason(
+        &self,
+        rule: &Rule,
+        parts: &http::request::Parts,
+        head: &OwnedHead,
+    ) -> Option<String> {
+        let port = parts
+            .uri
+            .port_u16()
+            .unwrap_or(match parts.uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+        // Another host of the same webmail (one of its patterns covers both) is its own page.
+        let patterns = if rule.is_any_host() {
+            self.rules.named_hosts()
+        } else {
+            &rule.config.hosts
+        };
+        let same_webmail = |other: &str| {
+            patterns
+                .iter()
+                .any(|p| p.matches(&head.host) && p.matches(other))
+        };
+        if let Some(why) =
+            crate::intercept::cross_site(&parts.headers, &head.host, port, same_webmail)
+        {
+            return Some(format!(
+                "cross-site request ({why}): another site's page cannot make mailtap send mail"
+            ));
+        }
+        if self.settings.require_session
+            && !self
+                .sessions()
+                .knows_any(head.cookie.as_deref(), Instant::now())
+        {
+            return Some(format!(
+                "no session cookie that {} set through mailtap: log in to the webmail with the \
+                 browser using mailtap as its proxy (a session opened before mailtap started, or \
+                 on another proxy, is not taken)",
+                head.host
+            ));
+        }
+        None
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, UploadStore> {
@@ -116,8 +177,22 @@ impl Interceptor for Capture {
         Box::pin(async move { self.handle(request, info).await })
     }
 
-    fn pac_hosts(&self) -> Vec<String> {
+    fn pac_hosts(&self) -> Vec<crate::hostpat::HostPattern> {
         self.rules.hosts_for_https()
+    }
+
+    fn observe_response(&self, host: &str, response: &http::response::Parts) {
+        let mut set = response
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .peekable();
+        if set.peek().is_none() || !self.rules.is_webmail_host(host) {
+            return;
+        }
+        let noted = self.sessions().note_set_cookies(set, Instant::now());
+        tracing::debug!(%host, noted, "webmail session cookies noted (hashed)");
     }
 }
 
@@ -279,6 +354,15 @@ impl Capture {
         head: &OwnedHead,
     ) -> Outcome {
         let action = rule.config.action;
+        if action != Action::Observe {
+            if let Some(why) = self.refuse_reason(rule, &parts, head) {
+                tracing::warn!(
+                    rule = rule.name(), host = %head.host, path = %head.path, reason = %why,
+                    "send NOT taken by mailtap; forwarded to the webmail unchanged"
+                );
+                return forward_bytes(parts, full_body(body));
+            }
+        }
         let relay_response = (action == Action::Relay)
             .then(|| rule.relay_response(&draft))
             .flatten();

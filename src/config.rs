@@ -4,7 +4,6 @@
 //! that names the key and its position. Each subsystem receives only its own section. This module
 //! reads and checks the file; it opens no sockets and touches no other files.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::hostpat::{HostMap, HostPattern};
 use crate::intercept::{InterceptConfig, RuleConfig, RuleSet};
 use crate::queue::QueueConfig;
 use crate::relay::RelayConfig;
@@ -28,14 +28,14 @@ mod explain;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
-    /// Hostname → address overrides applied before DNS (like `curl --resolve`).
-    pub resolve: BTreeMap<String, IpAddr>,
+    /// Host pattern → address overrides applied before DNS (like `curl --resolve`).
+    pub resolve: HostMap<IpAddr>,
     pub limits: LimitsConfig,
     pub paths: PathsConfig,
     pub intercept: InterceptConfig,
-    /// Envelope sender per webmail host (`host` or `*.domain`), for webmails whose send request
-    /// carries only an identity id.
-    pub senders: BTreeMap<String, String>,
+    /// Envelope sender per webmail host pattern, for webmails whose send request carries only
+    /// an identity id. A key also names its host as a webmail (see `webmail_hosts`).
+    pub senders: HostMap<String>,
     /// Extra or overriding interception rules (`[[rule]]`); built-ins ship in the binary.
     pub rule: Vec<RuleConfig>,
     pub queue: QueueConfig,
@@ -88,14 +88,31 @@ impl Default for PathsConfig {
 }
 
 impl Config {
-    /// The active interception rules: config rules first, then the built-ins they don't replace.
+    /// The active interception rules: config rules first, then the built-ins they don't replace;
+    /// rules that name no host apply to [`Config::webmail_hosts`].
     pub fn rule_set(&self) -> Result<RuleSet, ConfigError> {
-        RuleSet::with_config(self.intercept.builtin_rules, self.rule.clone()).map_err(|e| {
-            ConfigError::Invalid {
+        RuleSet::with_config(self.intercept.builtin_rules, self.rule.clone())
+            .map(|set| set.with_named_hosts(self.webmail_hosts()))
+            .map_err(|e| ConfigError::Invalid {
                 key: "rule",
                 reason: e.to_string(),
-            }
-        })
+            })
+    }
+
+    /// The hosts the user named as (self-hosted) webmails: `[intercept].hosts`, the `[senders]`
+    /// keys and `[mitm].decrypt_hosts`. Sorted, deduplicated.
+    pub fn webmail_hosts(&self) -> Vec<HostPattern> {
+        let mut hosts: Vec<HostPattern> = self
+            .intercept
+            .hosts
+            .iter()
+            .chain(self.senders.keys())
+            .chain(&self.mitm.decrypt_hosts)
+            .cloned()
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 }
 
@@ -130,7 +147,7 @@ pub struct ProxyConfig {
     /// On Ctrl-C / SIGTERM: how long in-flight requests and tunnels may take to finish.
     pub shutdown_grace_secs: u64,
     /// Extra host patterns (`host` or `*.domain`) the PAC file sends through mailtap.
-    pub pac_hosts: Vec<String>,
+    pub pac_hosts: Vec<HostPattern>,
     /// Threads serving connections; 0 = half the CPU cores, at least one (mailtap shares the
     /// machine with the browser, and one thread gave the best tail latency on 2 cores).
     pub worker_threads: usize,
@@ -357,19 +374,6 @@ impl Config {
                 });
             }
         }
-        for pattern in &p.pac_hosts {
-            let host = pattern.strip_prefix("*.").unwrap_or(pattern);
-            if host.is_empty()
-                || !host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-            {
-                return Err(ConfigError::Invalid {
-                    key: "proxy.pac_hosts",
-                    reason: format!("{pattern:?} is not a host name or *.domain pattern"),
-                });
-            }
-        }
         let limits = &self.limits;
         for (key, value) in [
             ("limits.max_message_bytes", limits.max_message_bytes),
@@ -401,7 +405,7 @@ impl Config {
                 other => other.to_string(),
             },
         })?;
-        for (host, sender) in &self.senders {
+        for (host, sender) in self.senders.iter() {
             crate::mail::address::validate_addr(sender).map_err(|e| ConfigError::Invalid {
                 key: "senders",
                 reason: format!("{host} = {sender:?}: {e}"),
@@ -541,7 +545,10 @@ mod tests {
             ("[proxy]\nmax_connections = 0\n", "proxy.max_connections"),
             ("[proxy]\nmax_header_bytes = 10\n", "proxy.max_header_bytes"),
             ("[proxy]\nallow = [\"10.0.0.0/33\"]\n", "allow"),
-            ("[proxy]\npac_hosts = [\"a b\"]\n", "proxy.pac_hosts"),
+            ("[proxy]\npac_hosts = [\"a b\"]\n", "pac_hosts"),
+            ("[intercept]\nhosts = [\"*.*.x\"]\n", "hosts"),
+            ("[senders]\n\"a/b\" = \"x@example.com\"\n", "a/b"),
+            ("[resolve]\n\"x:80\" = \"127.0.0.1\"\n", "x:80"),
             ("[proxy.auth]\nusername = \"a:b\"\n", "proxy.auth.username"),
             ("[resolve]\n\"x.test\" = \"not-an-ip\"\n", "x.test"),
         ] {
@@ -561,8 +568,57 @@ mod tests {
         assert_eq!(c.proxy.listen.port(), 3128);
         assert_eq!(c.proxy.auth.unwrap().password_env, "MAILTAP_PROXY_PASSWORD");
         assert_eq!(
-            c.resolve["webmail.example.test"],
-            IpAddr::from([127, 0, 0, 1])
+            c.resolve.get("webmail.example.test"),
+            Some(&IpAddr::from([127, 0, 0, 1]))
         );
+    }
+
+    #[test]
+    fn host_pattern_keys_name_key_value_and_expectation() {
+        // Guards issue 11 item 1: every host pattern in the file is validated when read, and
+        // the error names the key, the value and what is expected.
+        for (text, key, value) in [
+            ("[proxy]\npac_hosts = [\"a b\"]\n", "pac_hosts", "\"a b\""),
+            (
+                "[intercept]\nhosts = [\"http://x\"]\n",
+                "hosts",
+                "\"http://x\"",
+            ),
+            (
+                "[mitm]\ndecrypt_hosts = [\"*.\"]\n",
+                "decrypt_hosts",
+                "\"*.\"",
+            ),
+            (
+                "[senders]\n\"*.*.x\" = \"a@example.com\"\n",
+                "senders",
+                "\"*.*.x\"",
+            ),
+            ("[resolve]\n\"x y\" = \"127.0.0.1\"\n", "resolve", "\"x y\""),
+            (
+                "[[rule]]\nname = \"r\"\nhosts = [\"a:1\"]\npath = \"/\"\ndecoder = \"form\"\n",
+                "hosts",
+                "\"a:1\"",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(value) && err.contains("*.domain"),
+                "{text:?} → {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn webmail_hosts_collect_every_place_a_webmail_is_named() {
+        // Guards what counts as "named": [intercept].hosts, [senders] keys, [mitm].decrypt_hosts.
+        let c = Config::parse(
+            "[intercept]\nhosts = [\"A.test\"]\n[senders]\n\"*.B.test\" = \"x@example.com\"\n\
+             [mitm]\ndecrypt_hosts = [\"c.test\", \"a.test.\"]\n[resolve]\n\"d.test\" = \"127.0.0.1\"\n",
+        )
+        .unwrap();
+        let named: Vec<String> = c.webmail_hosts().iter().map(|h| h.to_string()).collect();
+        assert_eq!(named, ["a.test", "*.b.test", "c.test"]);
+        assert!(Config::parse("").unwrap().webmail_hosts().is_empty());
     }
 }

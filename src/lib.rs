@@ -6,12 +6,15 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file's sections, defaults and validation.
+//! - [`hostpat`]: host patterns (`host`, `*.domain`), the one syntax and matching every section
+//!   and rule uses.
 //! - [`app`]: wiring and shutdown; starts everything (also from tests, on port 0).
 //! - [`blocking`]: the thread pool for blocking work; a refused thread never panics.
 //! - [`proxy`]: accept loop and connection limit, request dispatch, streaming forward path,
 //!   CONNECT tunnels, the proxy's own pages (home, PAC), and the [`proxy::Interceptor`] seam.
 //! - [`intercept`]: interception rules (built-in TOML + `[[rule]]`), body decoders and
-//!   extractors, upload correlation, sender resolution.
+//!   extractors, upload correlation, sender resolution, and what binds a send to a real webmail
+//!   session (cookies the webmail set through mailtap, the cross-site check).
 //! - [`mail`]: the `MailRecord`, address parsing/validation, MIME rendering and checks.
 //! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
 //! - [`capture_body`]: reading an intercepted body under its size, time and memory bounds.
@@ -33,6 +36,7 @@ pub mod capture;
 pub mod capture_body;
 pub mod clock;
 pub mod config;
+pub mod hostpat;
 pub mod intercept;
 pub mod mail;
 pub mod private_fs;

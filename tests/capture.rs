@@ -79,16 +79,31 @@ async fn webmail() -> Webmail {
 }
 
 /// The sample's bytes with its request target pointed at `port` (the host name stays, and
-/// `[resolve]` sends it to 127.0.0.1).
+/// `[resolve]` sends it to 127.0.0.1); the `Origin` and `Referer` the browser sent name the
+/// same port, as they would had the webmail been served there.
 fn retarget(bytes: &[u8], port: u16) -> Vec<u8> {
-    let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
-    let line = std::str::from_utf8(&bytes[..line_end]).unwrap();
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = std::str::from_utf8(&bytes[..head_end]).unwrap();
+    let (line, fields) = head.split_once("\r\n").unwrap_or((head, ""));
     let (method, rest) = line.split_once(' ').unwrap();
     let (target, version) = rest.rsplit_once(' ').unwrap();
     let after_scheme = target.strip_prefix("http://").unwrap();
     let (host, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
-    let mut out = format!("{method} http://{host}:{port}{path} {version}").into_bytes();
-    out.extend_from_slice(&bytes[line_end..]);
+    let fields = fields
+        .replace(
+            &format!("http://{host}/"),
+            &format!("http://{host}:{port}/"),
+        )
+        .replace(
+            &format!("http://{host}\r\n"),
+            &format!("http://{host}:{port}\r\n"),
+        );
+    let fields = match fields.strip_suffix(&format!("http://{host}")) {
+        Some(f) => format!("{f}http://{host}:{port}"),
+        None => fields,
+    };
+    let mut out = format!("{method} http://{host}:{port}{path} {version}\r\n{fields}").into_bytes();
+    out.extend_from_slice(&bytes[head_end..]);
     out
 }
 
@@ -105,8 +120,9 @@ fn sample_hosts() -> BTreeSet<String> {
     hosts
 }
 
+/// `[resolve]` for every sample host, and the self-hosted samples' host named as a webmail.
 fn resolve_all() -> String {
-    let mut s = String::from("[resolve]\n");
+    let mut s = String::from("[intercept]\nhosts = [\"webmail.example.test\"]\n[resolve]\n");
     for h in sample_hosts() {
         s.push_str(&format!("\"{h}\" = \"127.0.0.1\"\n"));
     }
@@ -131,6 +147,12 @@ async fn replay(mt: &Running, web: &Webmail, dir: &Path, name: &str) -> String {
             && !f.ends_with(".response.http")
     });
     order.push(format!("{name}.http"));
+    // The browser logged in through mailtap before it sent: the webmail set the cookies the
+    // sample's requests carry.
+    let send = parse_request(&dir.join(format!("{name}.http")));
+    if let Some(cookie) = send.headers.get("cookie").and_then(|v| v.to_str().ok()) {
+        log_in(mt.addr, send.uri.host().unwrap(), cookie).await;
+    }
     let mut last = String::new();
     for file in order {
         let canned = dir.join(file.replace(".http", ".response.http"));
@@ -306,6 +328,19 @@ async fn drafts_and_other_posts_reach_the_webmail_byte_exact() {
     mt.shutdown().await;
 }
 
+/// The session cookie of the hand-made sends below; the tests log in with it first.
+const COOKIE: &str = "sess=c0ffee";
+
+/// Starts mailtap with `config` and logs the browser in to each of `hosts` (which the config
+/// resolves to loopback), so that mailtap has seen the webmail set [`COOKIE`].
+async fn start_logged_in(config: &str, hosts: &[&str]) -> Running {
+    let mt = start(config, None).await;
+    for host in hosts {
+        log_in(mt.addr, host, COOKIE).await;
+    }
+    mt
+}
+
 fn form_send(port: u16, to: &str, subject: &str) -> Vec<u8> {
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -317,7 +352,7 @@ fn form_send(port: u16, to: &str, subject: &str) -> Vec<u8> {
     );
     format!(
         "POST http://webmail.example.test:{port}/roundcube/?_task=mail&_unlock=loading7&_framed=1 HTTP/1.1\r\n\
-         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+         Host: webmail.example.test\r\nCookie: {COOKIE}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -328,7 +363,7 @@ async fn invalid_and_hostile_addresses_are_stored_rejected_with_the_reason() {
     // Guards "nothing is lost": bad input is queued rejected (for an error report), never dropped,
     // and CR/LF in values never becomes a header or an SMTP command.
     let web = webmail().await;
-    let mt = start(&with_sender(), None).await;
+    let mt = start_logged_in(&with_sender(), &["webmail.example.test"]).await;
     let port = web.addr.port();
     raw_exchange(mt.addr, &form_send(port, "bob@example.org, chengli@", "ok")).await;
     raw_exchange(mt.addr, &form_send(port, "", "nobody")).await;
@@ -396,7 +431,7 @@ async fn bodies_over_the_cap_get_413_and_are_not_forwarded() {
         "{}\n[limits]\nmax_intercept_body_bytes = 4096\n",
         resolve_all()
     );
-    let mt = start(&config, None).await;
+    let mt = start_logged_in(&config, &["webmail.example.test"]).await;
     let big = "y".repeat(10_000);
     let response = raw_exchange(
         mt.addr,
@@ -422,11 +457,11 @@ async fn a_config_rule_intercepts_a_made_up_webmail() {
          [rule.response]\ncontent_type = \"application/json\"\nbody = '{{\"ok\":true}}'\n",
         resolve_all()
     );
-    let mt = start(&config, None).await;
+    let mt = start_logged_in(&config, &["mail.made-up.test"]).await;
     let body =
         r#"{"rcpt":"Bob <bob@example.org>; carol@example.net","title":"made up","body":"hi"}"#;
     let raw = format!(
-        "POST http://mail.made-up.test:{}/api/send HTTP/1.1\r\nHost: mail.made-up.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST http://mail.made-up.test:{}/api/send HTTP/1.1\r\nHost: mail.made-up.test\r\nCookie: {COOKIE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         web.addr.port(),
         body.len()
     );
@@ -463,12 +498,12 @@ async fn tee_forwards_and_queues_observe_only_forwards() {
         rule("tee", "tee"),
         rule("observe", "observe")
     );
-    let mt = start(&config, None).await;
+    let mt = start_logged_in(&config, &["tee.example.test", "observe.example.test"]).await;
     for host in ["tee", "observe"] {
         let body = format!("to=bob%40example.org&subject={host}&body=hi");
         let raw = format!(
             "POST http://{host}.example.test:{}/send HTTP/1.1\r\nHost: {host}.example.test\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+             Cookie: {COOKIE}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             web.addr.port(),
             body.len()
         );
@@ -492,7 +527,7 @@ async fn a_send_without_any_sender_is_refused_not_swallowed() {
     // Guards "nothing silently dropped": no sender address anywhere → the browser hears that
     // the mail was not sent (it could neither be relayed nor reported), nothing is queued.
     let web = webmail().await;
-    let mt = start(&resolve_all(), None).await;
+    let mt = start_logged_in(&resolve_all(), &["webmail.example.test"]).await;
     let response = raw_exchange(
         mt.addr,
         &form_send(web.addr.port(), "bob@example.org", "who am i"),
@@ -518,11 +553,11 @@ async fn a_relay_rule_without_a_response_still_answers_itself() {
          path = \"^/send$\"\ndecoder = \"form\"\nsender = \"me@example.test\"\n[rule.fields]\nto = \"to\"\nsubject = \"subject\"\n",
         resolve_all()
     );
-    let mt = start(&config, None).await;
+    let mt = start_logged_in(&config, &["plain.example.test"]).await;
     let body = "to=bob%40example.org&subject=hi";
     let raw = format!(
         "POST http://plain.example.test:{}/send HTTP/1.1\r\nHost: plain.example.test\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+         Cookie: {COOKIE}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         web.addr.port(),
         body.len()
     );
@@ -545,7 +580,7 @@ async fn a_large_send_is_decoded_off_the_runtime_thread_and_kept_whole() {
     // one-worker runtime): a 1.5 MiB message body is queued whole, and the proxy keeps serving
     // another client meanwhile.
     let web = webmail().await;
-    let mt = start(&with_sender(), None).await;
+    let mt = start_logged_in(&with_sender(), &["webmail.example.test"]).await;
     let text: String = (0..30_000)
         .map(|i| format!("line {i:05} of the report\n"))
         .collect();
@@ -557,7 +592,7 @@ async fn a_large_send_is_decoded_off_the_runtime_thread_and_kept_whole() {
     let port = web.addr.port();
     let request = format!(
         "POST http://webmail.example.test:{port}/roundcube/?_task=mail&_unlock=loading7&_framed=1 HTTP/1.1\r\n\
-         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+         Host: webmail.example.test\r\nCookie: {COOKIE}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let get = format!(

@@ -138,6 +138,7 @@ async fn a_full_disk_backs_off_cleans_up_and_recovers() {
         webmail_config("lilei@example.com", &[])
     );
     let mt = start_in(dir, &config, None).await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, webmail::SESSION_COOKIE).await;
     raw_exchange(mt.addr, &roundcube_send("bob@example.org", "", "full", "x")).await;
     let deadline = Instant::now() + WAIT;
     while mt.spool.list(MailState::Deferred).is_empty() {

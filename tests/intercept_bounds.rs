@@ -243,9 +243,14 @@ fn squirrelmail_send(port: u16, files: usize) -> Vec<u8> {
 
 /// Sends webmail.example.test to 127.0.0.1 and names its sender (which also names it as a
 /// webmail host).
+/// The test webmail, named and resolved. These tests guard body bounds (applied before
+/// mailtap decides whether to take a send), so the session binding is off: their hand-made
+/// sends carry no cookie of a login through mailtap (tests/send_guard.rs covers that). The
+/// `[intercept]` table is last, so `slow_config` can add keys to it.
 fn webmail_config() -> String {
     "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n\
-     [senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n"
+     [senders]\n\"webmail.example.test\" = \"lilei@example.com\"\n\
+     [intercept]\nrequire_session = false\n"
         .to_string()
 }
 
@@ -288,7 +293,7 @@ fn tiny_file_parts_under_a_raised_cap_cost_no_mapping_each() {
     // Guards allocation proportional to what is read: 20,000 one-byte file parts accepted under
     // a raised cap are queued whole without one memory mapping per part.
     let web = fake_webmail();
-    let config = format!("{}\n[intercept]\nmax_parts = 30000\n", webmail_config());
+    let config = format!("{}max_parts = 30000\n", webmail_config());
     let mut mt = Mailtap::start(&config);
     let base = maps(mt.pid());
     let request = squirrelmail_send(web.port, 20_000);
@@ -344,7 +349,7 @@ fn six_large_sends_at_once_stay_within_the_budget() {
     // peaks well under six times one send's memory (1.4 GiB for six 45 MiB sends before).
     let web = fake_webmail();
     let mt = Mailtap::start(&format!(
-        "{}\n[limits]\nmax_message_bytes = 209715200\n[intercept]\nmax_inflight_bytes = 41943040\nbudget_wait_secs = 20\n",
+        "{}max_inflight_bytes = 41943040\nbudget_wait_secs = 20\n[limits]\nmax_message_bytes = 209715200\n",
         webmail_config()
     ));
     std::thread::sleep(Duration::from_millis(300));
@@ -456,7 +461,7 @@ async fn read_until_close(s: &mut tokio::net::TcpStream, within: Duration) -> (S
 }
 
 fn slow_config(extra: &str) -> String {
-    format!("{}\n[intercept]\n{extra}\n", webmail_config())
+    format!("{}{extra}\n", webmail_config())
 }
 
 async fn queued_count(mt: &Running) -> usize {

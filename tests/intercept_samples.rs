@@ -2,10 +2,10 @@
 //! through head matching → extraction → upload store → MailRecord → check yields exactly its
 //! expected.json, is claimed by the right rule, and drafts/non-send posts pass through.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use mailtap::hostpat::HostMap;
 use mailtap::intercept::{resolve_sender, Extracted, MatchKind, OwnedHead, RuleSet, UploadStore};
 use mailtap::mail::record::{redact_head, MailRecord, Source};
 use serde_json::Value;
@@ -38,6 +38,17 @@ struct Replay {
 }
 
 /// Replays `NAME-upload*.http` (with their `.response.http`) then `NAME.http`.
+/// The built-in rules with the samples' self-hosted webmail host named (as a user's
+/// `[intercept].hosts` would), so the any-host rules apply to it.
+fn sample_rules() -> RuleSet {
+    RuleSet::builtin()
+        .unwrap()
+        .with_named_hosts(vec![SAMPLE_WEBMAIL.parse().unwrap()])
+}
+
+/// The host of the self-hosted webmail samples.
+const SAMPLE_WEBMAIL: &str = "webmail.example.test";
+
 fn replay(set: &RuleSet, dir: &Path, name: &str) -> Replay {
     let mut order = files(dir, |f| {
         f.starts_with(&format!("{name}-upload"))
@@ -81,8 +92,15 @@ fn replay(set: &RuleSet, dir: &Path, name: &str) -> Replay {
                     "{file}: uploads not found: {:?}",
                     taken.missing
                 );
-                let senders =
-                    BTreeMap::from([(owned.host.clone(), "configured@example.com".to_string())]);
+                let senders: HostMap<String> = [(
+                    owned
+                        .host
+                        .parse()
+                        .expect("the sample's host is a host pattern"),
+                    "configured@example.com".to_string(),
+                )]
+                .into_iter()
+                .collect();
                 let sender = resolve_sender(
                     draft.from.as_ref(),
                     rule.config.sender.as_deref(),
@@ -114,7 +132,7 @@ fn replay(set: &RuleSet, dir: &Path, name: &str) -> Replay {
 }
 
 fn conformance(dir: &Path, min: usize) -> Vec<Replay> {
-    let set = RuleSet::builtin().unwrap();
+    let set = sample_rules();
     let names: Vec<String> = files(dir, |f| f.ends_with(".expected.json"))
         .into_iter()
         .map(|f| f.trim_end_matches(".expected.json").to_string())
@@ -202,7 +220,7 @@ fn own_samples_yield_expected_json() {
 #[test]
 fn every_fixture_is_claimed_by_the_right_rule_or_passes_through() {
     // Sends/uploads match their webmail's rule; drafts and other posts are never intercepted.
-    let set = RuleSet::builtin().unwrap();
+    let set = sample_rules();
     let mut seen = 0;
     for dir in dirs() {
         for file in files(&dir, |f| {
@@ -251,7 +269,7 @@ fn every_fixture_is_claimed_by_the_right_rule_or_passes_through() {
 #[test]
 fn origin_form_head_matches_like_absolute_form() {
     // After TLS interception the same request arrives in origin form with a Host header.
-    let set = RuleSet::builtin().unwrap();
+    let set = sample_rules();
     let [shared, _] = dirs();
     let req = parse_request(&shared.join("qqmail.http"));
     let uri: http::Uri = format!("{}?{}", req.uri.path(), req.uri.query().unwrap())

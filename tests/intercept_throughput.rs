@@ -57,7 +57,9 @@ fn status_kib(field: &str) -> Option<u64> {
 #[ignore = "measurement; run with --release --ignored"]
 fn extract_25mib_multipart() {
     // Guards the budget: ≥ 300 MB/s (release) and peak RSS ≤ 3× the body.
-    let set = RuleSet::builtin().unwrap();
+    let set = RuleSet::builtin()
+        .unwrap()
+        .with_named_hosts(vec!["webmail.example.test".parse().unwrap()]);
     let (ct, body, fill) = compose_body(25 * MIB);
     let head = HeadView {
         method: "POST",

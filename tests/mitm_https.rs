@@ -229,10 +229,19 @@ fn sample_request(path: &Path, authority: &str) -> Request<Full<Bytes>> {
     let mut req = Request::builder()
         .method(method)
         .uri(uri.path_and_query().unwrap().as_str());
+    // The page that made the request was served over this tunnel: https and its port.
+    let page = |v: &str| {
+        v.replacen(
+            &format!("http://{}", uri.host().unwrap()),
+            &format!("https://{authority}"),
+            1,
+        )
+    };
     for line in lines {
         let (k, v) = line.split_once(':').unwrap();
         match k.to_ascii_lowercase().as_str() {
             "proxy-connection" => {}
+            "origin" | "referer" => req = req.header(k.trim(), page(v.trim())),
             "host" => req = req.header("host", authority),
             _ => req = req.header(k.trim(), v.trim()),
         }
@@ -266,7 +275,18 @@ async fn webmail_sends_over_https_are_intercepted_like_http() {
         let tls = tls_via(w.mt.addr, &auth, host, &trusting(&[&w.mailtap_ca]))
             .await
             .unwrap_or_else(|e| panic!("{host} is decrypted: {e}"));
-        let answers = exchange(tls, vec![sample_request(sample, &auth)]).await;
+        // The browser logged in over the same tunnel: the webmail set the sample's cookies.
+        let send = sample_request(sample, &auth);
+        let cookies = send.headers()["cookie"].clone();
+        let mut login = get(&auth, "/login");
+        login.headers_mut().insert("x-set-cookies", cookies);
+        let answers = exchange(tls, vec![login, send]).await;
+        assert!(
+            answers[0].text().contains("logged in"),
+            "{host}: {}",
+            answers[0].text()
+        );
+        let answers = &answers[1..];
         assert_eq!(
             answers[0].status,
             StatusCode::OK,

@@ -68,6 +68,7 @@ fn with_tz_set_everything_a_person_reads_is_local_time_with_its_offset() {
         .to_string();
     let shanghai = FixedOffset::east_opt(8 * 3600).unwrap();
     let before = Utc::now().with_timezone(&shanghai);
+    webmail::log_in_blocking(&addr);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&webmail::roundcube_send(

@@ -31,6 +31,10 @@ fn modes_under(root: &Path) -> Vec<(PathBuf, u32, bool)> {
     out
 }
 
+/// The session cookie of the Roundcube sample; the browser logs in with it first (mailtap
+/// relays only sends carrying a cookie the webmail set through it).
+const SAMPLE_COOKIE: &str = "roundcube_sessid=77aa; roundcube_sessauth=secret";
+
 /// The sample Roundcube send with its target on `port`.
 fn roundcube_send(port: u16) -> Vec<u8> {
     let bytes = std::fs::read("samples/webmail/roundcube-plain.http").unwrap();
@@ -72,6 +76,7 @@ async fn spool_mailbox_and_logs_are_owner_only() {
         None,
     )
     .await;
+    log_in(mt.addr, "webmail.example.test", SAMPLE_COOKIE).await;
     let answer = raw_exchange(mt.addr, &roundcube_send(origin.addr.port())).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let deadline = Instant::now() + WAIT;
@@ -142,6 +147,7 @@ async fn secrets_with_non_standard_names_reach_no_file() {
         None,
     )
     .await;
+    log_in(mt.addr, "webmail.example.test", SAMPLE_COOKIE).await;
     let send = roundcube_send(origin.addr.port());
     let text = String::from_utf8(send).unwrap();
     let text = text.replacen(

@@ -243,7 +243,10 @@ async fn pac_and_home_page_are_served_on_the_proxy_address() {
     assert_eq!(code, 0, "{err}");
     let pac = String::from_utf8_lossy(&pac).into_owned();
     assert!(pac.contains("application/x-ns-proxy-autoconfig"), "{pac}");
-    assert!(pac.contains("shExpMatch(h, \"*.webmail.test\")"), "{pac}");
+    assert!(
+        pac.contains("(h == \"webmail.test\" || dnsDomainIs(h, \".webmail.test\"))"),
+        "{pac}"
+    );
     assert!(pac.contains("h == \"mail.example.test\""), "{pac}");
     assert!(pac.contains(&format!("PROXY {}", mt.addr)), "{pac}");
     let (_, home, _) = curl(&[&format!("{}/", mt.proxy_url())]).await;
@@ -303,8 +306,8 @@ impl Interceptor for TestInterceptor {
             }
         })
     }
-    fn pac_hosts(&self) -> Vec<String> {
-        vec!["mail.hooked.test".into()]
+    fn pac_hosts(&self) -> Vec<mailtap::hostpat::HostPattern> {
+        vec!["mail.hooked.test".parse().expect("a valid host pattern")]
     }
 }
 

@@ -49,6 +49,13 @@ async fn a_half_closed_client_still_gets_its_answer() {
         None,
     )
     .await;
+    // The sample's session, set by the webmail through mailtap (as a login would).
+    log_in(
+        mt.addr,
+        "webmail.example.test",
+        "roundcube_sessid=77aa; roundcube_sessauth=secret",
+    )
+    .await;
     let plain = format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr);
     let answer = send_then_half_close(mt.addr, plain.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "plain: {answer:?}");

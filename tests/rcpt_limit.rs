@@ -65,6 +65,7 @@ async fn recipients_over_the_servers_limit_go_in_further_transactions_at_once() 
         srv.addr.port()
     );
     let mt = start(&config, None).await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, webmail::SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send(&rcpts.join(", "), "", "many", "hello"),

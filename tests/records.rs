@@ -15,6 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use webmail::roundcube_send;
 
+/// The cookie every send here carries (webmail::SESSION_COOKIE, and the RainLoop sample's),
+/// set by the webmail through mailtap before the sends (mailtap relays only such sessions).
+const SEND_COOKIE: &str = "roundcube_sessid=SECRET1234; rltoken=tok; RL_SESSION=s1";
+
 const SENDER: &str = "lilei@example.com";
 
 fn config(extra: &str) -> String {
@@ -97,6 +101,7 @@ async fn http_times_are_when_the_head_and_body_arrived_and_the_response_was_writ
     // Guards: a head sent 300 ms before its body is stamped 300 ms earlier; the HTTP section
     // shows browser ip:port -> proxy ip:port and the whole response head as written.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, SEND_COOKIE).await;
     let request = roundcube_send("bob@example.org", "", "timed", "x");
     let split = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let mut s = TcpStream::connect(mt.addr).await.unwrap();
@@ -163,6 +168,7 @@ async fn one_mail_has_one_transcript_across_retries_and_a_restart() {
         None,
     )
     .await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, SEND_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("bob@example.org", "", "retry me", "x"),
@@ -210,6 +216,7 @@ async fn one_mail_has_one_id_everywhere() {
     // Guards: spool dir, record, transcript header, Message-ID, the mailbox envelope and the
     // report's reference all name the mail by the same id; the report's own id is a spool id.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, SEND_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("bob@example.org, nobody@example.net", "", "ids", "x"),
@@ -268,6 +275,7 @@ async fn meta_json_on_disk_agrees_with_mailtap_soon_after_it_goes_quiet() {
     // Guards: a delivered mail's meta.json says delivered (not "active", attempts 0) within a
     // few seconds of the relay going idle, while mailtap still runs.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, SEND_COOKIE).await;
     raw_exchange(mt.addr, &roundcube_send("bob@example.org", "", "disk", "x")).await;
     mailbox_with(&mt, 1).await;
     let settled = settled_mails(&mt.spool).await;
@@ -318,6 +326,7 @@ async fn an_upload_that_belongs_to_the_send_is_in_its_transcript() {
     );
     let (origin, seen) = raw_origin(canned).await;
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, webmail::WEBMAIL_HOST, SEND_COOKIE).await;
     let upload = std::fs::read(format!("{samples}/rainloop-upload.http")).unwrap();
     let answer = raw_exchange(mt.addr, &retarget(&upload, origin.port())).await;
     assert!(answer.contains("TempName"), "{answer}");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use mailtap::mail::record::Origin;
 use mailtap::queue::MailState;
-use webmail::roundcube_send;
+use webmail::{roundcube_send, SESSION_COOKIE, WEBMAIL_HOST};
 
 const SENDER: &str = "lilei@example.com";
 
@@ -42,6 +42,7 @@ async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::Sto
 async fn a_webmail_send_is_delivered_with_a_transcript() {
     // Guards the whole path: browser answered, mail on the server with its envelope, Log file.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     let response = raw_exchange(
         mt.addr,
         &roundcube_send(
@@ -117,6 +118,7 @@ async fn a_webmail_send_is_delivered_with_a_transcript() {
 async fn an_unknown_recipient_gets_a_report_and_the_others_their_mail() {
     // Guards per-recipient outcome: 550 on one RCPT → others delivered, sender gets RFC 3464 report.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send(
@@ -171,6 +173,7 @@ async fn an_unknown_recipient_gets_a_report_and_the_others_their_mail() {
 async fn invalid_addresses_and_oversize_mail_become_reports() {
     // Guards the rejected-at-interception and SIZE paths: no mail, a report with the reason.
     let mt = start(&config("[builtin_smtp]\nmax_message_bytes = 3000\n"), None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("chengli@, alice@localhost", "", "bad address", "x"),
@@ -232,6 +235,7 @@ async fn no_report_about_a_report() {
     // Guards loop prevention: a report that cannot be delivered is failed, never reported.
     let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[senders]\n\"webmail.example.test\" = \"nobody@example.com\"\n[relay]\nconsole = false\n";
     let mt = start(cfg, None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("nobody@example.org", "", "loop?", "x"),
@@ -278,6 +282,7 @@ async fn deferred_mail_is_delivered_after_a_restart() {
         None,
     )
     .await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("bob@example.org", "", "retry me", "x"),
@@ -310,6 +315,7 @@ async fn deferred_mail_is_delivered_after_a_restart() {
 async fn a_recipient_listed_twice_gets_one_rcpt() {
     // Guards envelope de-duplication: To and Cc naming one mailbox → one RCPT, one copy.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("bob@example.org", "bob@EXAMPLE.org", "twice", "x"),
@@ -332,6 +338,7 @@ async fn an_unreachable_server_defers_instead_of_failing() {
         None,
     )
     .await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     raw_exchange(
         mt.addr,
         &roundcube_send("bob@example.org", "", "later", "x"),
@@ -360,7 +367,17 @@ async fn an_unreachable_server_defers_instead_of_failing() {
 async fn session_tokens_in_the_request_never_reach_the_transcript() {
     // Guards redaction end to end: QQ Mail's session id travels in the request line (sid=) and
     // its cookies; the Log file shows the request but neither value.
-    let mt = start("[relay]\nconsole = false\n", None).await;
+    let mt = start(
+        "[relay]\nconsole = false\n[resolve]\n\"set1.mail.qq.com\" = \"127.0.0.1\"\n",
+        None,
+    )
+    .await;
+    log_in(
+        mt.addr,
+        "set1.mail.qq.com",
+        "qm_username=lilei.example; sid=secret",
+    )
+    .await;
     let request = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/samples/webmail/qqmail-gbk.http"
@@ -385,6 +402,7 @@ async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_ma
     // Guards independent recipients: the valid one is delivered; the report names each invalid
     // address with its own reason (one RFC 3464 block each) and never the valid one.
     let mt = start(&config(""), None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     let response = raw_exchange(
         mt.addr,
         &roundcube_send(
@@ -463,13 +481,15 @@ async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_ma
 async fn an_invalid_sender_still_refuses_the_whole_mail() {
     // Guards the sender rule: with an invalid sender nothing is relayed and the browser is
     // told the mail was not sent (no report could reach anyone).
-    let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[relay]\nconsole = false\n";
+    let cfg = "[resolve]\n\"webmail.example.test\" = \"127.0.0.1\"\n[relay]\nconsole = false\n\
+               [intercept]\nhosts = [\"webmail.example.test\"]\n";
     let mt = start(cfg, None).await;
+    log_in(mt.addr, WEBMAIL_HOST, SESSION_COOKIE).await;
     // Roundcube's literal `_from` carries the (invalid) sender.
     let body = "_token=t&_task=mail&_action=send&_id=77&_from=lilei%40localhost&_to=bob%40example.org&_cc=&_bcc=&_subject=s&_is_html=0&_message=hi&_draft=";
     let raw = format!(
         "POST http://webmail.example.test:9/roundcube/?_task=mail&_unlock=loading9&_framed=1 HTTP/1.1\r\n\
-         Host: webmail.example.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+         Host: webmail.example.test\r\nCookie: {SESSION_COOKIE}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let response = raw_exchange(mt.addr, raw.as_bytes()).await;

@@ -54,6 +54,7 @@ impl Rig {
             pem.display().to_string(),
         );
         let mt = start(&extra, None).await;
+        common::log_in(mt.addr, webmail::WEBMAIL_HOST, webmail::SESSION_COOKIE).await;
         Some(Rig {
             pf,
             mt,

@@ -92,12 +92,13 @@ async fn tshark_decodes_the_webmail_post_and_the_relayed_smtp() {
     let spool = app.spool().clone();
     let pcap = dir.path().join("e2e.pcapng");
     let filter = format!("tcp port {} or tcp port {smtp_port}", proxy.port());
-    let capture = tshark::Capture::start(&tshark_bin, &filter, &pcap).await;
-
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {
         let _ = stop_rx.await;
     }));
+    // The browser's login (outside the capture): mailtap relays only a session it saw opened.
+    common::log_in(proxy, WEBMAIL_HOST, webmail::SESSION_COOKIE).await;
+    let capture = tshark::Capture::start(&tshark_bin, &filter, &pcap).await;
     let response = post(
         proxy,
         &roundcube_send("bob@example.org", "carol@example.net", SUBJECT, "hi\r\nbye"),
@@ -249,12 +250,14 @@ async fn transcript_http_times_match_what_tshark_saw() {
         app, proxy, dir, ..
     } = start_mailtap().await;
     let pcap = dir.path().join("times.pcapng");
-    let capture =
-        tshark::Capture::start(&tshark_bin, &format!("tcp port {}", proxy.port()), &pcap).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {
         let _ = stop_rx.await;
     }));
+    // The browser's login (outside the capture): mailtap relays only a session it saw opened.
+    common::log_in(proxy, WEBMAIL_HOST, webmail::SESSION_COOKIE).await;
+    let capture =
+        tshark::Capture::start(&tshark_bin, &format!("tcp port {}", proxy.port()), &pcap).await;
     let response = post(proxy, &roundcube_send("bob@example.org", "", SUBJECT, "t"))
         .await
         .unwrap_or_else(|e| panic!("post through the proxy: {e:?}"));

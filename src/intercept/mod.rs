@@ -10,6 +10,7 @@ pub mod fields;
 pub mod rules;
 pub mod ruleset;
 pub mod sender;
+pub mod session;
 pub mod template;
 pub mod uploads;
 
@@ -20,6 +21,7 @@ pub use extract::{extract, Bounds, ExtractError, Extracted, MailDraft, UploadedF
 pub use rules::{Action, Decoder, Rule, RuleConfig, RuleError};
 pub use ruleset::{HeadView, MatchKind, OwnedHead, RuleMatch, RuleSet};
 pub use sender::{resolve_sender, ResolvedSender};
+pub use session::{cross_site, SessionBook};
 pub use template::{RelayResponse, ResponseTemplate};
 pub use uploads::{Taken, Ticket, UploadError, UploadStore};
 
@@ -31,6 +33,16 @@ use crate::mail::record::{new_id, Attachment, MailRecord, Origin, Source};
 pub struct InterceptConfig {
     /// Load the built-in rules (config `[[rule]]`s still override them by name).
     pub builtin_rules: bool,
+    /// Host patterns of the user's self-hosted webmails (Roundcube, SquirrelMail, SnappyMail,
+    /// RainLoop, any-host `[[rule]]`s). Rules that name no host apply to these (and to hosts
+    /// named in `[senders]` or `[mitm].decrypt_hosts`) and to no other host.
+    pub hosts: Vec<crate::hostpat::HostPattern>,
+    /// Relay (or tee) a send only when its Cookie carries a cookie the webmail set in a
+    /// response mailtap forwarded (a session opened through mailtap); otherwise the send goes
+    /// to the webmail unchanged. Off: any same-site send on a webmail host is taken.
+    pub require_session: bool,
+    /// How long a remembered webmail cookie binds sends after the response that set it.
+    pub session_ttl_secs: u64,
     /// Captured uploads older than this are dropped.
     pub upload_ttl_secs: u64,
     /// Bound on the bytes all captured uploads may hold together (oldest evicted first).
@@ -60,6 +72,9 @@ impl Default for InterceptConfig {
     fn default() -> Self {
         InterceptConfig {
             builtin_rules: true,
+            hosts: Vec::new(),
+            require_session: true,
+            session_ttl_secs: 86_400,
             upload_ttl_secs: 3600,
             max_upload_bytes: 256 * 1024 * 1024,
             max_upload_files: 10_000,
@@ -98,6 +113,11 @@ impl InterceptConfig {
             }
         }
         Ok(())
+    }
+
+    /// An empty session book with this section's TTL.
+    pub fn session_book(&self) -> SessionBook {
+        SessionBook::new(std::time::Duration::from_secs(self.session_ttl_secs))
     }
 }
 

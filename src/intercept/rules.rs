@@ -10,6 +10,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::template::ResponseTemplate;
+use crate::hostpat::HostPattern;
 
 /// One `[[rule]]` as written in TOML. Unknown keys are an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,10 +18,11 @@ use super::template::ResponseTemplate;
 pub struct RuleConfig {
     /// Unique name; a config rule with a built-in's name replaces that built-in.
     pub name: String,
-    /// Hosts, exact (`mail.qq.com`) or wildcard (`*.mail.qq.com`, which also matches the bare
-    /// domain). Empty = any host (self-hosted webmails).
+    /// Host patterns, exact (`mail.qq.com`) or `*.mail.qq.com` (the domain and every name under
+    /// it). Empty = a self-hosted webmail: the rule applies to the hosts the user named as
+    /// webmails (`[intercept].hosts`, `[senders]`, `[mitm].decrypt_hosts`), never to any host.
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostPattern>,
     /// HTTP method, case-insensitive. Default `POST`.
     #[serde(default = "default_method")]
     pub method: String,
@@ -299,8 +301,8 @@ impl std::error::Error for RuleError {}
 
 impl Rule {
     /// Validates and compiles a rule config: every regex compiles, every condition sets one
-    /// test, the name is non-empty, the method is a token, hosts are lowercase-able names,
-    /// an upload's correlation keys are paired.
+    /// test, the name is non-empty, the method is a token, an upload's correlation keys are
+    /// paired. (Hosts were validated when the config was deserialised.)
     pub fn compile(config: RuleConfig) -> Result<Rule, RuleError> {
         let err = |detail: String| RuleError {
             rule: config.name.clone(),
@@ -314,12 +316,6 @@ impl Rule {
                 "method {:?} is not an HTTP method",
                 config.method
             )));
-        }
-        for h in &config.hosts {
-            let bare = h.strip_prefix("*.").unwrap_or(h);
-            if bare.is_empty() || bare.contains(['*', '/', ':', ' ']) {
-                return Err(err(format!("host {h:?} is not a host name or *.domain")));
-            }
         }
         let re = |what: &str, src: &str| {
             Regex::new(src).map_err(|e| err(format!("{what} regex {src:?} is invalid: {e}")))
@@ -398,22 +394,20 @@ impl Rule {
         &self.config.name
     }
 
-    /// True when `host` (lowercase, no port) is one this rule names, or the rule names none.
-    pub fn host_matches(&self, host: &str) -> bool {
+    /// True when the rule names hosts and `host` (no port) is one of them. A rule that names
+    /// none (a self-hosted webmail) matches only the `named` hosts the user gave as webmails.
+    pub fn host_matches(&self, host: &str, named: &[HostPattern]) -> bool {
+        let hosts = if self.config.hosts.is_empty() {
+            named
+        } else {
+            &self.config.hosts
+        };
+        crate::hostpat::any_matches(hosts, host)
+    }
+
+    /// True when the rule names no hosts (it applies to the user's named webmail hosts).
+    pub fn is_any_host(&self) -> bool {
         self.config.hosts.is_empty()
-            || self
-                .config
-                .hosts
-                .iter()
-                .any(|h| match h.strip_prefix("*.") {
-                    Some(domain) => {
-                        host.eq_ignore_ascii_case(domain)
-                            || (host.len() > domain.len() + 1
-                                && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
-                                && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
-                    }
-                    None => host.eq_ignore_ascii_case(h),
-                })
     }
 
     /// Ids of uploaded files named in an upload response body, in order; empty when the rule

@@ -53,7 +53,11 @@ fn builtin_rules_parse_and_compile() {
         let r = set.get(name).unwrap_or_else(|| panic!("missing {name}"));
         assert!(r.config.response.is_some(), "{name} has no relay response");
     }
-    let hosts = set.hosts_for_https();
+    let hosts: Vec<String> = set
+        .hosts_for_https()
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
     assert!(
         hosts.contains(&"mail.qq.com".to_string()) && hosts.contains(&"*.mail.163.com".to_string()),
         "{hosts:?}"
@@ -78,9 +82,8 @@ fn validation_names_the_rule() {
         nonempty: None,
     });
     assert!(Rule::compile(c).unwrap_err().detail.contains("exactly one"));
-    let mut c = parse(MINI);
-    c.hosts.push("bad host/".into());
-    assert!(Rule::compile(c).is_err());
+    let e = toml::from_str::<RuleConfig>(&MINI.replace("*.corp.test", "bad host/")).unwrap_err();
+    assert!(e.to_string().contains("bad host/"), "{e}");
     assert!(toml::from_str::<RuleConfig>(&format!("{MINI}\nbogus = 1")).is_err());
     let e = RuleSet::with_config(true, vec![parse(MINI), parse(MINI)]).unwrap_err();
     assert!(e.detail.contains("twice"));
@@ -115,8 +118,37 @@ fn host_matching_table() {
         ("mail.example.test.evil", false),
         ("", false),
     ] {
-        assert_eq!(r.host_matches(host), want, "{host}");
+        assert_eq!(r.host_matches(host, &[]), want, "{host}");
     }
+}
+
+#[test]
+fn any_host_rules_match_only_named_hosts() {
+    // Guards issue 10 High 1: a rule naming no host (Roundcube…) applies to the hosts the user
+    // named as webmails, never to any host; rules naming hosts keep their own.
+    let named: Vec<crate::hostpat::HostPattern> = vec![
+        "webmail.example.test".parse().unwrap(),
+        "*.corp.test".parse().unwrap(),
+    ];
+    let bare = RuleSet::builtin().unwrap();
+    let set = RuleSet::builtin().unwrap().with_named_hosts(named);
+    let form = Some("application/x-www-form-urlencoded");
+    for (host, want) in [
+        ("webmail.example.test", true),
+        ("WEBMAIL.example.test.", true),
+        ("corp.test", true),
+        ("mail.corp.test", true),
+        ("attacker.test", false),
+        ("webmail.example.test.attacker.test", false),
+        ("127.0.0.1", false),
+    ] {
+        let h = head(host, "/", Some("_task=mail&_action=send"), form);
+        assert_eq!(set.match_head(&h).is_some(), want, "{host}");
+        assert!(bare.match_head(&h).is_none(), "zero-config takes {host}");
+    }
+    // Hosted webmails keep their hosts with or without named hosts.
+    let qq = head("mail.qq.com", "/cgi-bin/compose_send", None, form);
+    assert!(bare.match_head(&qq).is_some() && set.match_head(&qq).is_some());
 }
 
 #[test]
@@ -220,7 +252,9 @@ fn condition_semantics() {
 #[test]
 fn upload_head_goes_first() {
     // Roundcube's upload shares the send path and query; it is classified as an upload.
-    let set = RuleSet::builtin().unwrap();
+    let set = RuleSet::builtin()
+        .unwrap()
+        .with_named_hosts(vec!["webmail.example.test".parse().unwrap()]);
     let h = head(
         "webmail.example.test",
         "/",
@@ -341,7 +375,8 @@ body = '{"ok":true,"ref":"{body.ref}"}'
 #[test]
 fn head_helpers() {
     // Hosts are normalised (case, port, IPv6 brackets, trailing dot); cookies found by name.
-    use crate::intercept::ruleset::{cookie_value, normalize_host};
+    use crate::hostpat::normalize_host;
+    use crate::intercept::ruleset::cookie_value;
     for (raw, want) in [
         ("Mail.QQ.com", "mail.qq.com"),
         ("mail.qq.com:443", "mail.qq.com"),

@@ -8,6 +8,7 @@
 use super::extract::form::query_pairs;
 use super::extract::{extract, ExtractError, Extracted};
 use super::rules::{Condition, Rule, RuleConfig, RuleError};
+use crate::hostpat::{normalize_host, HostPattern};
 
 /// The built-in rules, as TOML (`[[rule]]` tables).
 pub const BUILTIN_TOML: &str = include_str!("builtin.toml");
@@ -84,19 +85,6 @@ impl OwnedHead {
     }
 }
 
-/// Lowercases a host and strips a port (`host:80`, `[::1]:80`) and a trailing dot.
-pub fn normalize_host(raw: &str) -> String {
-    let h = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        raw.rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map(|(h, _)| h)
-            .unwrap_or(raw)
-    };
-    h.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// The value of cookie `name` in a Cookie header (`a=b; c=d`).
 pub fn cookie_value<'a>(cookie: &'a str, name: &str) -> Option<&'a str> {
     cookie.split(';').find_map(|p| {
@@ -125,12 +113,11 @@ fn query_holds(conds: &[Condition], query: &[(String, String)]) -> bool {
 }
 
 impl Rule {
-    /// Head test for a send: method, host, path, query conditions, and (when the request has
-    /// one) a Content-Type of the decoder's media type.
+    /// Head test for a send: method, path, query conditions, and (when the request has one) a
+    /// Content-Type of the decoder's media type. The host is [`RuleSet::match_head`]'s test.
     pub fn send_head_matches(&self, head: &HeadView<'_>, query: &[(String, String)]) -> bool {
         let c = &self.config;
         head.method.eq_ignore_ascii_case(&c.method)
-            && self.host_matches(head.host)
             && head
                 .content_type
                 .is_none_or(|ct| media_type(ct) == c.decoder.media_type())
@@ -138,14 +125,13 @@ impl Rule {
             && query_holds(&c.query, query)
     }
 
-    /// Head test for the upload sub-rule: method, host, upload path (or the rule's), upload
-    /// query conditions, and a multipart/form-data Content-Type.
+    /// Head test for the upload sub-rule: method, upload path (or the rule's), upload query
+    /// conditions, and a multipart/form-data Content-Type. The host is [`RuleSet::match_head`]'s.
     pub fn upload_head_matches(&self, head: &HeadView<'_>, query: &[(String, String)]) -> bool {
         let Some(up) = &self.config.upload else {
             return false;
         };
         head.method.eq_ignore_ascii_case(&self.config.method)
-            && self.host_matches(head.host)
             && head
                 .content_type
                 .is_some_and(|ct| media_type(ct) == "multipart/form-data")
@@ -183,10 +169,12 @@ pub struct RuleMatch {
     pub candidates: Vec<usize>,
 }
 
-/// The active rules, in trial order.
+/// The active rules, in trial order, and the hosts the user named as webmails (where the rules
+/// that name no host apply).
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    named: Vec<HostPattern>,
 }
 
 impl RuleSet {
@@ -231,7 +219,35 @@ impl RuleSet {
                 }
             }
         }
-        Ok(RuleSet { rules })
+        Ok(RuleSet {
+            rules,
+            named: Vec::new(),
+        })
+    }
+
+    /// This set with `named` as the user's webmail hosts: rules that name no host (Roundcube,
+    /// SquirrelMail, SnappyMail, RainLoop, any-host `[[rule]]`s) match these hosts and no other.
+    /// Without any, such rules match nothing.
+    pub fn with_named_hosts(mut self, named: Vec<HostPattern>) -> RuleSet {
+        let mut named = named;
+        named.sort();
+        named.dedup();
+        self.named = named;
+        self
+    }
+
+    /// The hosts the user named as webmails (sorted, deduplicated).
+    pub fn named_hosts(&self) -> &[HostPattern] {
+        &self.named
+    }
+
+    /// True when `host` (no port) is a webmail host: one a rule names, or one the user named.
+    pub fn is_webmail_host(&self, host: &str) -> bool {
+        crate::hostpat::any_matches(&self.named, host)
+            || self
+                .rules
+                .iter()
+                .any(|r| crate::hostpat::any_matches(&r.config.hosts, host))
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -242,13 +258,14 @@ impl RuleSet {
         self.rules.iter().find(|r| r.name() == name)
     }
 
-    /// Every host named by a rule (wildcards as written), sorted and deduplicated. Rules with
-    /// no hosts match anywhere and add nothing.
-    pub fn hosts_for_https(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self
+    /// Every host pattern a rule names, plus the user's named webmail hosts: what the PAC file
+    /// sends through mailtap and whose HTTPS is decrypted. Sorted and deduplicated.
+    pub fn hosts_for_https(&self) -> Vec<HostPattern> {
+        let mut hosts: Vec<HostPattern> = self
             .rules
             .iter()
-            .flat_map(|r| r.config.hosts.iter().map(|h| h.to_ascii_lowercase()))
+            .flat_map(|r| r.config.hosts.iter().cloned())
+            .chain(self.named.iter().cloned())
             .collect();
         hosts.sort();
         hosts.dedup();
@@ -259,8 +276,16 @@ impl RuleSet {
     /// send endpoint's path); the kind of the first hit fixes the kind, and every rule of that
     /// kind that matches is a candidate. `None` = forward without buffering.
     pub fn match_head(&self, head: &HeadView<'_>) -> Option<RuleMatch> {
+        let on_host: Vec<usize> = (0..self.rules.len())
+            .filter(|i| self.rules[*i].host_matches(head.host, &self.named))
+            .collect();
+        if on_host.is_empty() {
+            return None;
+        }
         let query = head.query.map(query_pairs).unwrap_or_default();
-        let ups: Vec<usize> = (0..self.rules.len())
+        let ups: Vec<usize> = on_host
+            .iter()
+            .copied()
             .filter(|i| self.rules[*i].upload_head_matches(head, &query))
             .collect();
         if !ups.is_empty() {
@@ -269,7 +294,8 @@ impl RuleSet {
                 candidates: ups,
             });
         }
-        let sends: Vec<usize> = (0..self.rules.len())
+        let sends: Vec<usize> = on_host
+            .into_iter()
             .filter(|i| self.rules[*i].send_head_matches(head, &query))
             .collect();
         (!sends.is_empty()).then_some(RuleMatch {

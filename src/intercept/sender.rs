@@ -4,8 +4,7 @@
 //! `[senders]` entry for the webmail host; else the SMTP account; and reports which one was
 //! used. Does not validate the address (`mail::check` does).
 
-use std::collections::BTreeMap;
-
+use crate::hostpat::HostMap;
 use crate::mail::record::{Mailbox, SenderSource};
 
 /// The chosen envelope sender and where it came from.
@@ -16,12 +15,12 @@ pub struct ResolvedSender {
     pub source: SenderSource,
 }
 
-/// Resolves the sender. A candidate counts only when it contains `@`. `senders` keys are
-/// hosts, exact or `*.domain`; the exact key wins.
+/// Resolves the sender. A candidate counts only when it contains `@`. `senders` keys are host
+/// patterns (see [`HostMap::get`]: an exact key wins, then the most specific `*.domain`).
 pub fn resolve_sender(
     request: Option<&Mailbox>,
     rule_sender: Option<&str>,
-    senders: &BTreeMap<String, String>,
+    senders: &HostMap<String>,
     host: &str,
     smtp_account: Option<&str>,
 ) -> ResolvedSender {
@@ -32,13 +31,7 @@ pub fn resolve_sender(
             source: SenderSource::Request,
         };
     }
-    let host = host.to_ascii_lowercase();
-    let by_host = senders.get(&host).or_else(|| {
-        senders.iter().find_map(|(k, v)| {
-            let d = k.strip_prefix("*.")?;
-            (host == d || host.ends_with(&format!(".{d}"))).then_some(v)
-        })
-    });
+    let by_host = senders.get(host);
     if let Some(s) = rule_sender
         .filter(|s| addr_like(s))
         .or(by_host.map(String::as_str).filter(|s| addr_like(s)))
@@ -67,14 +60,13 @@ mod tests {
     #[test]
     fn precedence_table() {
         // Request beats rule beats host map beats SMTP account; non-addresses are skipped.
-        let senders = BTreeMap::from([
-            (
-                "webmail.example.test".to_string(),
-                "host@example.com".to_string(),
-            ),
-            ("*.corp.test".to_string(), "wild@example.com".to_string()),
-            ("bad.test".to_string(), "not-an-address".to_string()),
-        ]);
+        let senders: HostMap<String> = toml::from_str(
+            "\"webmail.example.test\" = \"host@example.com\"\n\
+             \"*.corp.test\" = \"wild@example.com\"\n\
+             \"*.Example.test\" = \"upper@example.com\"\n\
+             \"bad.test\" = \"not-an-address\"\n",
+        )
+        .unwrap();
         let req = Mailbox::bare("req@example.com");
         let idn = Mailbox::bare("1");
         // (request sender, rule sender, host, SMTP account, expected address, expected source)
@@ -117,6 +109,22 @@ mod tests {
                 "mail.corp.test",
                 None,
                 "wild@example.com",
+                SenderSource::Configured,
+            ),
+            (
+                None,
+                None,
+                "corp.test",
+                None,
+                "wild@example.com",
+                SenderSource::Configured,
+            ),
+            (
+                None,
+                None,
+                "other.EXAMPLE.test",
+                None,
+                "upper@example.com",
                 SenderSource::Configured,
             ),
             (

@@ -4,7 +4,6 @@
 //! Owns the classification of connection failures (cannot resolve / refused / timed out / other)
 //! so that the proxy can answer the browser with a precise 502 or 504. It does not speak HTTP.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -17,6 +16,8 @@ use std::time::Duration;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::hostpat::HostMap;
 
 /// Why a connection to `host:port` could not be made.
 #[derive(Debug)]
@@ -72,16 +73,13 @@ impl std::error::Error for DialError {}
 /// Resolves and connects. Cheap to clone (shared override table).
 #[derive(Clone)]
 pub struct Dialer {
-    overrides: Arc<BTreeMap<String, IpAddr>>,
+    overrides: Arc<HostMap<IpAddr>>,
     timeout: Duration,
 }
 
 impl Dialer {
-    pub fn new(overrides: BTreeMap<String, IpAddr>, timeout: Duration) -> Dialer {
-        let overrides = overrides
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
+    /// `overrides`: the `[resolve]` table (host patterns, already validated and normalised).
+    pub fn new(overrides: HostMap<IpAddr>, timeout: Duration) -> Dialer {
         Dialer {
             overrides: Arc::new(overrides),
             timeout,
@@ -97,7 +95,7 @@ impl Dialer {
     /// else DNS.
     pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Some(ip) = self.overrides.get(&bare.to_ascii_lowercase()) {
+        if let Some(ip) = self.overrides.get(bare) {
             return Ok(vec![SocketAddr::new(*ip, port)]);
         }
         if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -191,14 +189,20 @@ mod tests {
     #[tokio::test]
     async fn overrides_win_over_dns() {
         // Guards [resolve]: an override is used verbatim, case-insensitively, before DNS.
-        let mut map = BTreeMap::new();
-        map.insert(
-            "WebMail.Example.Test".to_string(),
-            IpAddr::from([127, 0, 0, 9]),
-        );
+        let map: HostMap<IpAddr> = toml::from_str(
+            "\"WebMail.Example.Test\" = \"127.0.0.9\"\n\"*.Lab.test\" = \"127.0.0.8\"\n",
+        )
+        .unwrap();
         let d = Dialer::new(map, Duration::from_secs(1));
-        let addrs = d.resolve("webmail.example.test", 81).await.unwrap();
-        assert_eq!(addrs, vec![SocketAddr::from(([127, 0, 0, 9], 81))]);
+        for (host, ip) in [
+            ("webmail.example.test", [127, 0, 0, 9]),
+            ("WEBMAIL.example.test.", [127, 0, 0, 9]),
+            ("lab.test", [127, 0, 0, 8]),
+            ("A.LAB.test", [127, 0, 0, 8]),
+        ] {
+            let addrs = d.resolve(host, 81).await.unwrap();
+            assert_eq!(addrs, vec![SocketAddr::from((ip, 81))], "{host}");
+        }
         let lit = d.resolve("[::1]", 80).await.unwrap();
         assert_eq!(
             lit,

@@ -87,7 +87,14 @@ pub trait Interceptor: Send + Sync + 'static {
         request: Request<Incoming>,
         info: ClientInfo,
     ) -> BoxFuture<'static, Outcome>;
-    /// Host patterns (`host` or `*.domain`) the PAC file should send through mailtap; their
-    /// CONNECT tunnels are decrypted (unless `[mitm].never_decrypt` lists them).
-    fn pac_hosts(&self) -> Vec<String>;
+    /// Host patterns the PAC file should send through mailtap; their CONNECT tunnels are
+    /// decrypted (unless `[mitm].never_decrypt` lists them).
+    fn pac_hosts(&self) -> Vec<crate::hostpat::HostPattern>;
+    /// Sees the head of every response the proxy forwards (not only intercepted ones), with
+    /// the normalised host of its request, before the browser gets it. Must be cheap; it
+    /// cannot change the response. (The webmail interceptor notes the session cookies a
+    /// webmail sets.)
+    fn observe_response(&self, host: &str, response: &http::response::Parts) {
+        let _ = (host, response);
+    }
 }

@@ -10,6 +10,7 @@ use hyper::{Response, StatusCode};
 
 use super::mitm::CertAuthority;
 use super::{full_body, ProxyBody};
+use crate::hostpat::HostPattern;
 
 /// A plain-text answer from the proxy itself: `mailtap: <message>`.
 pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
@@ -28,21 +29,40 @@ pub struct HomeInfo<'a> {
     pub listen: SocketAddr,
     /// The address the browser used to reach us (`host:port`).
     pub proxy_authority: &'a str,
-    pub pac_hosts: &'a [String],
+    pub pac_hosts: &'a [HostPattern],
+    /// The hosts the user named as self-hosted webmails (`[intercept].hosts`, `[senders]` keys,
+    /// `[mitm].decrypt_hosts`): where the Roundcube, SquirrelMail, SnappyMail and RainLoop rules
+    /// apply.
+    pub webmail_hosts: &'a [HostPattern],
     /// mailtap's CA when TLS interception is on.
     pub ca: Option<&'a CertAuthority>,
     /// Host patterns whose CONNECT tunnels are decrypted.
-    pub decrypted: &'a [String],
+    pub decrypted: &'a [HostPattern],
 }
 
 /// The home page at `/`.
 pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
     let mut hosts = String::new();
     for h in info.pac_hosts {
-        let _ = write!(hosts, "<li><code>{}</code></li>", html_escape(h));
+        let _ = write!(
+            hosts,
+            "<li><code>{}</code></li>",
+            html_escape(&h.to_string())
+        );
     }
     if hosts.is_empty() {
         hosts.push_str("<li>(none)</li>");
+    }
+    let mut webmails = String::new();
+    for h in info.webmail_hosts {
+        let _ = write!(
+            webmails,
+            "<li><code>{}</code></li>",
+            html_escape(&h.to_string())
+        );
+    }
+    if webmails.is_empty() {
+        webmails.push_str("<li>(none yet: no self-hosted webmail is intercepted)</li>");
     }
     let tls = match info.ca {
         None => {
@@ -52,7 +72,11 @@ pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
         Some(ca) => {
             let mut decrypted = String::new();
             for h in info.decrypted {
-                let _ = write!(decrypted, "<li><code>{}</code></li>", html_escape(h));
+                let _ = write!(
+                    decrypted,
+                    "<li><code>{}</code></li>",
+                    html_escape(&h.to_string())
+                );
             }
             if decrypted.is_empty() {
                 decrypted.push_str("<li>(none)</li>");
@@ -72,6 +96,15 @@ pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
          <p>HTTP forward proxy listening on <code>{listen}</code>.</p>\n\
          <ul>\n<li>Manual proxy setting: HTTP proxy <code>{authority}</code> (also for HTTPS).</li>\n\
          <li>Automatic setting: <a href=\"/proxy.pac\">http://{authority}/proxy.pac</a></li>\n</ul>\n\
+         <h2>Self-hosted webmails mailtap intercepts</h2>\n\
+         <p>Roundcube, SquirrelMail, SnappyMail and RainLoop sends are taken only on these hosts \
+         (hosted webmails such as QQ Mail and NetEase have their own hosts built in). A send \
+         is relayed only when it comes from the webmail's own page (not another site) and \
+         carries a session cookie that webmail set through mailtap; otherwise it goes to the \
+         webmail unchanged.</p>\n<ul>{webmails}</ul>\n\
+         <p>To add one, name it in the configuration file and restart mailtap:</p>\n\
+         <pre>[intercept]\nhosts = [\"webmail.example.com\", \"*.mail.example.org\"]</pre>\n\
+         <p>(<code>*.domain</code> means the domain and every name under it.)</p>\n\
          <h2>Hosts the PAC file sends through mailtap</h2>\n<ul>{hosts}</ul>\n{tls}</body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
         listen = info.listen,
@@ -87,18 +120,8 @@ pub fn home(info: &HomeInfo<'_>) -> Response<ProxyBody> {
 
 /// The PAC file: the listed hosts go through `proxy_authority`, everything else (and loopback)
 /// goes DIRECT.
-pub fn pac(proxy_authority: &str, hosts: &[String]) -> Response<ProxyBody> {
-    let mut conditions = Vec::new();
-    for pattern in hosts {
-        let pattern = pattern.to_ascii_lowercase();
-        // Patterns are validated host names; quote defensively anyway.
-        let quoted = pattern.replace(['\\', '"'], "");
-        if pattern.starts_with("*.") {
-            conditions.push(format!("shExpMatch(h, \"{quoted}\")"));
-        } else {
-            conditions.push(format!("h == \"{quoted}\""));
-        }
-    }
+pub fn pac(proxy_authority: &str, hosts: &[HostPattern]) -> Response<ProxyBody> {
+    let conditions: Vec<String> = hosts.iter().map(HostPattern::pac_condition).collect();
     let matcher = if conditions.is_empty() {
         "false".to_string()
     } else {
@@ -168,10 +191,16 @@ mod tests {
     #[tokio::test]
     async fn pac_lists_hosts_and_wildcards() {
         // Guards the PAC shape: exact hosts compared, wildcards through shExpMatch, proxy named.
-        let hosts = vec!["mail.qq.com".to_string(), "*.Example.Test".to_string()];
+        let hosts: Vec<HostPattern> = vec![
+            "mail.qq.com".parse().unwrap(),
+            "*.Example.Test".parse().unwrap(),
+        ];
         let body = text(pac("127.0.0.1:8800", &hosts)).await;
         assert!(body.contains("h == \"mail.qq.com\""), "{body}");
-        assert!(body.contains("shExpMatch(h, \"*.example.test\")"), "{body}");
+        assert!(
+            body.contains("(h == \"example.test\" || dnsDomainIs(h, \".example.test\"))"),
+            "{body}"
+        );
         assert!(body.contains("return \"PROXY 127.0.0.1:8800\";"), "{body}");
         let empty = text(pac("127.0.0.1:8800", &[])).await;
         assert!(empty.contains("if (false)"), "{empty}");
@@ -184,6 +213,7 @@ mod tests {
             listen: "127.0.0.1:8800".parse().unwrap(),
             proxy_authority: "<x>",
             pac_hosts: &[],
+            webmail_hosts: &[],
             ca: None,
             decrypted: &[],
         };

@@ -21,6 +21,7 @@ use super::mitm::{Mitm, MitmError, TlsDialer};
 use super::service::{handle, BasicCredentials, ConnCtx, Shared};
 use super::{ClientInfo, Dialer, Interceptor};
 use crate::config::Config;
+use crate::hostpat::HostPattern;
 
 /// Why the proxy could not start.
 #[derive(Debug)]
@@ -100,7 +101,8 @@ impl Proxy {
             proxy_config.upstream_idle(),
             proxy_config.response_timeout(),
         );
-        let mut pac_hosts: Vec<String> = interceptor.iter().flat_map(|i| i.pac_hosts()).collect();
+        let mut pac_hosts: Vec<HostPattern> =
+            interceptor.iter().flat_map(|i| i.pac_hosts()).collect();
         let mitm = match config.mitm.enabled {
             false => None,
             true => {
@@ -124,6 +126,7 @@ impl Proxy {
             interceptor,
             expected_auth,
             pac_hosts,
+            webmail_hosts: config.webmail_hosts(),
             mitm,
         });
         Ok(Proxy { listener, shared })
@@ -135,7 +138,7 @@ impl Proxy {
     }
 
     /// Host patterns the PAC file sends through mailtap.
-    pub fn pac_hosts(&self) -> &[String] {
+    pub fn pac_hosts(&self) -> &[HostPattern] {
         &self.shared.pac_hosts
     }
 

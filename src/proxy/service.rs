@@ -32,7 +32,9 @@ pub struct Shared {
     /// The credentials `Proxy-Authorization` must carry, when auth is on.
     pub expected_auth: Option<BasicCredentials>,
     /// Host patterns in the PAC file.
-    pub pac_hosts: Vec<String>,
+    pub pac_hosts: Vec<crate::hostpat::HostPattern>,
+    /// The user's named webmail hosts, shown on the home page.
+    pub webmail_hosts: Vec<crate::hostpat::HostPattern>,
     /// TLS interception; `None` when `[mitm].enabled = false` (every CONNECT is blind).
     pub mitm: Option<Arc<Mitm>>,
 }
@@ -137,28 +139,54 @@ pub async fn handle(
 /// (`http://` from a plain proxy request, `https://` from inside a decrypted tunnel) and has
 /// passed the access checks.
 pub async fn dispatch(ctx: &ConnCtx, request: Request<Incoming>) -> Response<ProxyBody> {
-    if let Some(interceptor) = &ctx.shared.interceptor {
-        let head = RequestHead {
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            info: &ctx.info,
-        };
-        if interceptor.wants(&head) {
-            return match interceptor.clone().intercept(request, ctx.info).await {
-                Outcome::Respond(response) => response,
-                Outcome::Forward {
-                    request,
-                    on_response,
-                } => {
-                    let response = ctx.shared.forwarder.forward(request).await;
-                    match on_response {
-                        Some(hook) => hook(response).await,
-                        None => response,
-                    }
+    let Some(interceptor) = &ctx.shared.interceptor else {
+        let request = request.map(|b| b.boxed());
+        return ctx.shared.forwarder.forward(request).await;
+    };
+    let host = crate::hostpat::normalize_host(
+        request
+            .uri()
+            .host()
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or_default(),
+    );
+    let response = dispatch_inner(ctx, interceptor, request).await;
+    // Only the head is looked at; the body keeps streaming.
+    let (parts, body) = response.into_parts();
+    interceptor.observe_response(&host, &parts);
+    Response::from_parts(parts, body)
+}
+
+async fn dispatch_inner(
+    ctx: &ConnCtx,
+    interceptor: &Arc<dyn Interceptor>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let head = RequestHead {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        info: &ctx.info,
+    };
+    if interceptor.wants(&head) {
+        return match interceptor.clone().intercept(request, ctx.info).await {
+            Outcome::Respond(response) => response,
+            Outcome::Forward {
+                request,
+                on_response,
+            } => {
+                let response = ctx.shared.forwarder.forward(request).await;
+                match on_response {
+                    Some(hook) => hook(response).await,
+                    None => response,
                 }
-            };
-        }
+            }
+        };
     }
     let request = request.map(|b| b.boxed());
     ctx.shared.forwarder.forward(request).await
@@ -226,6 +254,7 @@ fn own_page(ctx: &ConnCtx, request: &Request<Incoming>) -> Response<ProxyBody> {
             listen: ctx.shared.config.listen,
             proxy_authority: &authority,
             pac_hosts: &ctx.shared.pac_hosts,
+            webmail_hosts: &ctx.shared.webmail_hosts,
             ca: ctx.shared.mitm.as_ref().map(|m| m.ca()),
             decrypted: ctx
                 .shared

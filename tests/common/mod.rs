@@ -375,3 +375,36 @@ pub async fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
     )
 }
 pub mod samples;
+
+/// Logs a browser in to the webmail at `host` through the proxy at `proxy`, the way mailtap
+/// needs to see it before it relays that webmail's sends (`[intercept].require_session`): a GET
+/// through mailtap to a one-shot loopback origin (reached as `host`, which the test's
+/// `[resolve]` maps to 127.0.0.1) whose answer sets each `name=value` of `cookie`.
+pub async fn log_in(proxy: SocketAddr, host: &str, cookie: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut response = String::from("HTTP/1.1 200 OK\r\n");
+    for pair in cookie.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        response.push_str(&format!("Set-Cookie: {pair}; Path=/; HttpOnly\r\n"));
+    }
+    response.push_str("Content-Length: 9\r\nConnection: close\r\n\r\nlogged in");
+    let server = tokio::spawn(async move {
+        let Ok(Ok((mut s, _))) = tokio::time::timeout(WAIT, listener.accept()).await else {
+            return;
+        };
+        let _ = read_head(&mut s).await;
+        let _ = s.write_all(response.as_bytes()).await;
+        let _ = s.shutdown().await;
+    });
+    let answer = raw_exchange(
+        proxy,
+        format!("GET http://{host}:{port}/?_task=login HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(
+        answer.contains("logged in"),
+        "login through mailtap: {answer}"
+    );
+    let _ = server.await;
+}

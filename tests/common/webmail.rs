@@ -15,6 +15,9 @@ use tokio::net::TcpStream;
 pub const WEBMAIL_HOST: &str = "webmail.example.test";
 /// Path of the Roundcube send request (the part the HTTP POST's URI ends with).
 pub const SEND_PATH: &str = "/roundcube/?_task=mail&_unlock=loading9&_framed=1";
+/// The session cookie [`roundcube_send`] carries; `common::log_in` with it first, so that
+/// mailtap has seen the webmail set it.
+pub const SESSION_COOKIE: &str = "roundcube_sessid=SECRET1234";
 /// Upper bound for one request/response exchange with the proxy.
 pub const EXCHANGE_WAIT: Duration = Duration::from_secs(20);
 
@@ -47,7 +50,7 @@ pub fn roundcube_send(to: &str, cc: &str, subject: &str, message: &str) -> Vec<u
     );
     format!(
         "POST http://{WEBMAIL_HOST}:9{SEND_PATH} HTTP/1.1\r\n\
-         Host: {WEBMAIL_HOST}\r\nCookie: roundcube_sessid=SECRET1234\r\nUser-Agent: test\r\n\
+         Host: {WEBMAIL_HOST}\r\nCookie: {SESSION_COOKIE}\r\nUser-Agent: test\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -94,4 +97,45 @@ pub async fn post(proxy: SocketAddr, request: &[u8]) -> Result<String, PostError
     tokio::time::timeout(EXCHANGE_WAIT, exchange)
         .await
         .map_err(|_| PostError::TimedOut)?
+}
+
+/// [`SESSION_COOKIE`] set by the webmail through the proxy at `proxy` (`host:port`), without a
+/// runtime (for tests that drive the `mailtap` binary): a one-shot loopback origin reached as
+/// [`WEBMAIL_HOST`] (which the config's `[resolve]` maps to 127.0.0.1) answers a GET with it.
+pub fn log_in_blocking(proxy: &str) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let origin = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(EXCHANGE_WAIT)).expect("timeout");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+            if s.read(&mut byte).expect("read") == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nSet-Cookie: {SESSION_COOKIE}; Path=/\r\nContent-Length: 9\r\n\
+             Connection: close\r\n\r\nlogged in"
+        );
+        s.write_all(answer.as_bytes()).expect("answer");
+    });
+    let mut s = std::net::TcpStream::connect(proxy).expect("connect to the proxy");
+    s.set_read_timeout(Some(EXCHANGE_WAIT)).expect("timeout");
+    s.write_all(
+        format!("GET http://{WEBMAIL_HOST}:{port}/ HTTP/1.1\r\nHost: {WEBMAIL_HOST}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("login request");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).ends_with("logged in"),
+        "login through mailtap: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    origin.join().expect("login origin");
 }

@@ -154,6 +154,30 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<SeenTls>>>) -> Respo
                 "content-type",
                 hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
             );
+            // The webmail's session cookie, as it sets one at login: mailtap relays only sends
+            // that carry a cookie the webmail set through it.
+            r.headers_mut().insert(
+                "set-cookie",
+                hyper::header::HeaderValue::from_static(
+                    "roundcube_sessid=c0mp05e; Path=/; Secure; HttpOnly",
+                ),
+            );
+            r
+        }
+        // A login: sets each `name=value` of the request's `X-Set-Cookies` (as a webmail sets
+        // its session cookies at login).
+        "/login" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"logged in")));
+            let pairs = parts
+                .headers
+                .get("x-set-cookies")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            for pair in pairs.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{pair}; Path=/")) {
+                    r.headers_mut().append("set-cookie", v);
+                }
+            }
             r
         }
         "/echo" => Response::new(Full::new(body)),

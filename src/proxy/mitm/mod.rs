@@ -75,7 +75,7 @@ impl Mitm {
     pub fn open(
         config: &MitmConfig,
         data: &Path,
-        rule_hosts: Vec<String>,
+        rule_hosts: Vec<crate::hostpat::HostPattern>,
     ) -> Result<Mitm, MitmError> {
         let ca = CertAuthority::load_or_create(&ca_dir(data)).map_err(MitmError::Ca)?;
         let upstream =

@@ -1,23 +1,24 @@
 //! The decrypt decision: from the CONNECT authority's host alone, before any TLS byte, decide
 //! whether a tunnel is intercepted or stays blind.
 //!
-//! Owns host-pattern matching (`host` exact, `*.domain` = the domain and every name under it,
-//! case-insensitive, IPv6 brackets ignored) and the precedence `never_decrypt` > listed hosts.
-//! Pure: no I/O, no certificates.
+//! Owns the precedence `never_decrypt` > listed hosts; the patterns themselves are
+//! [`HostPattern`]s (`*.domain` = the domain and every name under it). Pure: no I/O, no
+//! certificates.
+
+use crate::hostpat::{any_matches, HostPattern};
 
 /// Which CONNECT hosts are decrypted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecryptPolicy {
-    decrypt: Vec<String>,
-    never: Vec<String>,
+    decrypt: Vec<HostPattern>,
+    never: Vec<HostPattern>,
 }
 
 impl DecryptPolicy {
     /// `decrypt`: patterns of hosts to intercept (the rules' HTTPS hosts plus
     /// `[mitm].decrypt_hosts`); `never`: patterns that are never intercepted, whatever else says.
-    pub fn new(decrypt: Vec<String>, never: Vec<String>) -> DecryptPolicy {
-        let norm = |v: Vec<String>| {
-            let mut v: Vec<String> = v.iter().map(|p| normalize(p)).collect();
+    pub fn new(decrypt: Vec<HostPattern>, never: Vec<HostPattern>) -> DecryptPolicy {
+        let norm = |mut v: Vec<HostPattern>| {
             v.sort();
             v.dedup();
             v
@@ -30,38 +31,16 @@ impl DecryptPolicy {
 
     /// True when a CONNECT to `host` is to be decrypted.
     pub fn should_decrypt(&self, host: &str) -> bool {
-        let host = normalize(host);
-        if host.is_empty() || self.never.iter().any(|p| matches(p, &host)) {
+        let host = host.trim();
+        if host.is_empty() || any_matches(&self.never, host) {
             return false;
         }
-        self.decrypt.iter().any(|p| matches(p, &host))
+        any_matches(&self.decrypt, host)
     }
 
-    /// The decrypted patterns (normalised, sorted), for the PAC file and the home page.
-    pub fn patterns(&self) -> &[String] {
+    /// The decrypted patterns (sorted), for the home page.
+    pub fn patterns(&self) -> &[HostPattern] {
         &self.decrypt
-    }
-}
-
-/// Lower case, no IPv6 brackets, no trailing root dot.
-fn normalize(host: &str) -> String {
-    host.trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-}
-
-/// `pattern` and `host` are normalised.
-fn matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(domain) => {
-            host == domain
-                || (host.len() > domain.len() + 1
-                    && host.ends_with(domain)
-                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
-        }
-        None => host == pattern,
     }
 }
 
@@ -70,7 +49,7 @@ mod tests {
     use super::*;
 
     fn policy(decrypt: &[&str], never: &[&str]) -> DecryptPolicy {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        let v = |s: &[&str]| s.iter().map(|x| x.parse().unwrap()).collect();
         DecryptPolicy::new(v(decrypt), v(never))
     }
 
