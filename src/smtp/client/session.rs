@@ -4,14 +4,14 @@
 //! rule that security is never downgraded silently (STARTTLS missing → error; AUTH in clear →
 //! error unless allowed). Mail transactions live in [`super::send`]; no file I/O here.
 
-use super::auth::{self, Mechanism};
-use super::caps::Capabilities;
 use super::config::{secs, ClientConfig, Secret, TlsMode};
 use super::conn::{connector, handshake, Conn};
 use super::error::{Error, Stage};
-use super::io::Stream;
-use super::reply::Reply;
 use super::transcript::{TlsInfo, Transcript, TranscriptEvent};
+use crate::smtp::io::Stream;
+use crate::smtp::proto::auth::{self, Mechanism};
+use crate::smtp::proto::caps::Capabilities;
+use crate::smtp::proto::reply::Reply;
 use std::fmt;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
