@@ -9,7 +9,7 @@ use mailtap::smtp::{
     VecTranscript,
 };
 use smtp_script::{e, r, rs, ScriptServer, Step};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MSG: &[u8] = b"Subject: t\r\n\r\nbody\r\n";
 
@@ -259,40 +259,70 @@ async fn drop_mid_data_is_transient_and_breaks_session() {
     let _ = srv.finish().await;
 }
 
-#[tokio::test]
-async fn stalled_server_times_out_in_bounded_time() {
-    // Guards: a server that stops answering yields a Timeout at that stage, not a hang.
-    let srv = ScriptServer::start(
-        vec![
-            r("220 x"),
-            e("EHLO client.test"),
-            Step::Stall(Duration::from_secs(3)),
-        ],
-        None,
-    )
-    .await;
-    let o = ConnectOptions {
-        addr: Some(srv.addr),
-        ..Default::default()
-    };
-    let start = Instant::now();
-    let err = Session::connect(&cfg(1), &o, &mut VecTranscript::new())
-        .await
-        .unwrap_err();
-    let took = start.elapsed();
-    assert!(
-        matches!(
-            err,
-            Error::Timeout {
-                stage: Stage::Ehlo,
-                ..
-            }
+/// Where a scripted server stops answering, and the stage whose timeout must fire.
+fn stall_cases() -> Vec<(&'static str, Vec<Step>, Stage, bool)> {
+    let stall = || Step::Stall(Duration::from_secs(3600));
+    let mut after_mail = hello();
+    after_mail.extend([e("MAIL FROM:<a@x.test>"), stall()]);
+    let mut after_rcpt = hello();
+    after_rcpt.extend([
+        e("MAIL FROM:<a@x.test>"),
+        r("250 ok"),
+        e("RCPT TO:<b@y.test>"),
+        stall(),
+    ]);
+    let mut after_dot = hello();
+    after_dot.extend([
+        e("MAIL FROM:<a@x.test>"),
+        r("250 ok"),
+        e("RCPT TO:<b@y.test>"),
+        r("250 ok"),
+        e("DATA"),
+        r("354 go"),
+        Step::ExpectData,
+        stall(),
+    ]);
+    vec![
+        ("greeting", vec![stall()], Stage::Greeting, false),
+        (
+            "EHLO",
+            vec![r("220 x"), e("EHLO client.test"), stall()],
+            Stage::Ehlo,
+            false,
         ),
-        "{err}"
-    );
-    assert!(err.is_transient());
-    assert!(took < Duration::from_secs(4), "took {took:?}");
-    let _ = srv.finish().await;
+        ("MAIL", after_mail, Stage::Mail, true),
+        ("RCPT", after_rcpt, Stage::Rcpt, true),
+        ("end of DATA", after_dot, Stage::DataEnd, true),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_server_times_out_at_every_stage() {
+    // Guards: a server that stops answering yields a Timeout at that stage after the configured
+    // limit (1 s, on paused time over an in-memory pipe), not a hang.
+    for (name, steps, stage, sending) in stall_cases() {
+        let (srv, pipe) = ScriptServer::over_duplex(steps);
+        let mut t = VecTranscript::new();
+        let start = tokio::time::Instant::now();
+        let ends = (srv.addr, srv.addr);
+        let opts = ConnectOptions::default();
+        let err = match Session::over(pipe, ends, &cfg(1), &opts, &mut t).await {
+            Err(e) => e,
+            Ok(_) if !sending => panic!("{name}: setup succeeded against a stalled server"),
+            Ok(mut s) => s.send(&env(&["b@y.test"]), MSG, &mut t).await.unwrap_err(),
+        };
+        let took = start.elapsed();
+        assert!(
+            matches!(&err, Error::Timeout { stage: s, .. } if *s == stage),
+            "{name}: {err}"
+        );
+        assert!(err.is_transient(), "{name}");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "{name}: took {took:?} of paused time"
+        );
+        drop(srv);
+    }
 }
 
 #[tokio::test]

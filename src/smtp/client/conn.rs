@@ -165,6 +165,12 @@ impl Conn {
                     detail: "TLS is already active".into(),
                 })
             }
+            Stream::Other(_) => {
+                return Err(Error::Tls {
+                    stage: Stage::StartTls,
+                    detail: "STARTTLS needs the TCP socket Session::connect dials".into(),
+                })
+            }
         };
         let (stream, info) = handshake(tcp, connector, name, limit).await?;
         Ok((
