@@ -34,7 +34,7 @@ pub use server::mailbox;
 
 /// The built-in server's command-line parsing, for the fuzz targets (`fuzz/`).
 #[doc(hidden)]
-pub use server_session::{parse_path, split_command};
+pub use server::{parse_path, split_command};
 
 pub use caps::Capabilities;
 pub use client::{

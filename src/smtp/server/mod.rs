@@ -19,4 +19,7 @@ mod shared;
 
 pub use config::{BuiltinAuth, BuiltinSmtpConfig};
 pub use listener::{BuiltinServer, ServerError};
+/// The server's command-line parsing, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub use session::{parse_path, split_command};
 pub use shared::glob_match;
