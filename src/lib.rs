@@ -20,8 +20,11 @@
 //! - [`capture_body`]: reading an intercepted body under its size, time and memory bounds.
 //! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
 //! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
-//! - [`smtp`]: the hand-written async SMTP client and the built-in SMTP server.
-//! - [`relay`]: delivery workers (spool → SMTP), per-recipient outcomes, retries, console.
+//! - [`smtp`]: `client/` (the hand-written async SMTP client), `server/` (the built-in SMTP
+//!   server and its mailbox) and `proto/` (reply parser, EHLO keywords, dot-stuffing, SASL
+//!   encoding: no I/O) that both use.
+//! - [`relay`]: `worker` (delivery loop: spool → SMTP) and `conclude` (per-recipient outcomes,
+//!   retries, error reports, console), the data between them in `attempt`.
 //! - [`report`]: RFC 3464 error reports to the sender.
 //! - [`private_fs`]: owner-only modes for the files that hold mail, transcripts and keys.
 //! - [`clock`]: the human-read time formats (local time with its offset).

@@ -9,7 +9,7 @@ use mailtap::smtp::{
     VecTranscript,
 };
 use smtp_script::{e, r, rs, ScriptServer, Step};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MSG: &[u8] = b"Subject: t\r\n\r\nbody\r\n";
 
@@ -32,6 +32,17 @@ fn env(rcpts: &[&str]) -> Envelope {
 
 fn hello() -> Vec<Step> {
     vec![r("220 x"), e("EHLO client.test"), r("250 x")]
+}
+
+/// The greeting and EHLO, `MAIL FROM:<a@x.test>` accepted, then one RCPT per recipient with
+/// the server's answer to it: the prefix most scripts here share.
+fn mail_and_rcpts(rcpts: &[(&str, &str)]) -> Vec<Step> {
+    let mut steps = hello();
+    steps.extend([e("MAIL FROM:<a@x.test>"), r("250 ok")]);
+    for (rcpt, answer) in rcpts {
+        steps.extend([e(&format!("RCPT TO:<{rcpt}>")), r(answer)]);
+    }
+    steps
 }
 
 async fn connect(srv: &ScriptServer, t: &mut VecTranscript) -> Result<Session, Error> {
@@ -114,21 +125,12 @@ async fn mail_stage_failures() {
 #[tokio::test]
 async fn rcpt_failures_are_per_recipient() {
     // Guards: one RCPT 550 among three → DATA still goes to the other two.
-    let mut steps = hello();
-    steps.extend([
-        e("MAIL FROM:<a@x.test>"),
-        r("250 ok"),
-        e("RCPT TO:<b@y.test>"),
-        r("250 ok"),
-        e("RCPT TO:<nobody@y.test>"),
-        r("550 5.1.1 unknown user"),
-        e("RCPT TO:<d@w.test>"),
-        r("450 4.2.1 mailbox busy"),
-        e("DATA"),
-        r("354 go"),
-        Step::ExpectData,
-        r("250 queued"),
+    let mut steps = mail_and_rcpts(&[
+        ("b@y.test", "250 ok"),
+        ("nobody@y.test", "550 5.1.1 unknown user"),
+        ("d@w.test", "450 4.2.1 mailbox busy"),
     ]);
+    steps.extend([e("DATA"), r("354 go"), Step::ExpectData, r("250 queued")]);
     let srv = ScriptServer::start(steps, None).await;
     let mut t = VecTranscript::new();
     let mut s = connect(&srv, &mut t).await.unwrap();
@@ -152,19 +154,11 @@ async fn rcpt_failures_are_per_recipient() {
 #[tokio::test]
 async fn all_recipients_rejected_means_no_data() {
     // Guards: when every RCPT fails the client sends RSET, never DATA.
-    let mut steps = hello();
-    steps.extend([
-        e("MAIL FROM:<a@x.test>"),
-        r("250 ok"),
-        e("RCPT TO:<b@y.test>"),
-        r("550 5.1.1 no"),
-        e("RCPT TO:<c@y.test>"),
-        r("451 4.3.0 later"),
-        e("RSET"),
-        r("250 ok"),
-        e("QUIT"),
-        r("221 bye"),
+    let mut steps = mail_and_rcpts(&[
+        ("b@y.test", "550 5.1.1 no"),
+        ("c@y.test", "451 4.3.0 later"),
     ]);
+    steps.extend([e("RSET"), r("250 ok"), e("QUIT"), r("221 bye")]);
     let srv = ScriptServer::start(steps, None).await;
     let mut t = VecTranscript::new();
     let mut s = connect(&srv, &mut t).await.unwrap();
@@ -190,16 +184,8 @@ async fn data_stage_failures_apply_to_accepted_recipients() {
         (true, 552, Stage::DataEnd, false),
     ];
     for (after_dot, code, stage, transient) in cases {
-        let mut steps = hello();
-        steps.extend([
-            e("MAIL FROM:<a@x.test>"),
-            r("250 ok"),
-            e("RCPT TO:<b@y.test>"),
-            r("250 ok"),
-            e("RCPT TO:<c@y.test>"),
-            r("550 5.1.1 no"),
-            e("DATA"),
-        ]);
+        let mut steps = mail_and_rcpts(&[("b@y.test", "250 ok"), ("c@y.test", "550 5.1.1 no")]);
+        steps.push(e("DATA"));
         if after_dot {
             steps.extend([r("354 go"), Step::ExpectData]);
         }
@@ -230,17 +216,8 @@ async fn data_stage_failures_apply_to_accepted_recipients() {
 #[tokio::test]
 async fn drop_mid_data_is_transient_and_breaks_session() {
     // Guards: the server vanishing during DATA gives a transient error and an unusable session.
-    let mut steps = hello();
-    steps.extend([
-        e("MAIL FROM:<a@x.test>"),
-        r("250 ok"),
-        e("RCPT TO:<b@y.test>"),
-        r("250 ok"),
-        e("DATA"),
-        r("354 go"),
-        e("Subject: t"),
-        Step::Drop,
-    ]);
+    let mut steps = mail_and_rcpts(&[("b@y.test", "250 ok")]);
+    steps.extend([e("DATA"), r("354 go"), e("Subject: t"), Step::Drop]);
     let srv = ScriptServer::start(steps, None).await;
     let mut t = VecTranscript::new();
     let mut s = connect(&srv, &mut t).await.unwrap();
@@ -259,40 +236,56 @@ async fn drop_mid_data_is_transient_and_breaks_session() {
     let _ = srv.finish().await;
 }
 
-#[tokio::test]
-async fn stalled_server_times_out_in_bounded_time() {
-    // Guards: a server that stops answering yields a Timeout at that stage, not a hang.
-    let srv = ScriptServer::start(
-        vec![
-            r("220 x"),
-            e("EHLO client.test"),
-            Step::Stall(Duration::from_secs(3)),
-        ],
-        None,
-    )
-    .await;
-    let o = ConnectOptions {
-        addr: Some(srv.addr),
-        ..Default::default()
-    };
-    let start = Instant::now();
-    let err = Session::connect(&cfg(1), &o, &mut VecTranscript::new())
-        .await
-        .unwrap_err();
-    let took = start.elapsed();
-    assert!(
-        matches!(
-            err,
-            Error::Timeout {
-                stage: Stage::Ehlo,
-                ..
-            }
+/// Where a scripted server stops answering, and the stage whose timeout must fire.
+fn stall_cases() -> Vec<(&'static str, Vec<Step>, Stage, bool)> {
+    let stall = || Step::Stall(Duration::from_secs(3600));
+    let mut after_mail = hello();
+    after_mail.extend([e("MAIL FROM:<a@x.test>"), stall()]);
+    let mut after_rcpt = mail_and_rcpts(&[]);
+    after_rcpt.extend([e("RCPT TO:<b@y.test>"), stall()]);
+    let mut after_dot = mail_and_rcpts(&[("b@y.test", "250 ok")]);
+    after_dot.extend([e("DATA"), r("354 go"), Step::ExpectData, stall()]);
+    vec![
+        ("greeting", vec![stall()], Stage::Greeting, false),
+        (
+            "EHLO",
+            vec![r("220 x"), e("EHLO client.test"), stall()],
+            Stage::Ehlo,
+            false,
         ),
-        "{err}"
-    );
-    assert!(err.is_transient());
-    assert!(took < Duration::from_secs(4), "took {took:?}");
-    let _ = srv.finish().await;
+        ("MAIL", after_mail, Stage::Mail, true),
+        ("RCPT", after_rcpt, Stage::Rcpt, true),
+        ("end of DATA", after_dot, Stage::DataEnd, true),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_server_times_out_at_every_stage() {
+    // Guards: a server that stops answering yields a Timeout at that stage after the configured
+    // limit (1 s, on paused time over an in-memory pipe), not a hang.
+    for (name, steps, stage, sending) in stall_cases() {
+        let (srv, pipe) = ScriptServer::over_duplex(steps);
+        let mut t = VecTranscript::new();
+        let start = tokio::time::Instant::now();
+        let ends = (srv.addr, srv.addr);
+        let opts = ConnectOptions::default();
+        let err = match Session::over(pipe, ends, &cfg(1), &opts, &mut t).await {
+            Err(e) => e,
+            Ok(_) if !sending => panic!("{name}: setup succeeded against a stalled server"),
+            Ok(mut s) => s.send(&env(&["b@y.test"]), MSG, &mut t).await.unwrap_err(),
+        };
+        let took = start.elapsed();
+        assert!(
+            matches!(&err, Error::Timeout { stage: s, .. } if *s == stage),
+            "{name}: {err}"
+        );
+        assert!(err.is_transient(), "{name}");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "{name}: took {took:?} of paused time"
+        );
+        drop(srv);
+    }
 }
 
 #[tokio::test]
@@ -320,17 +313,8 @@ async fn smuggling_inputs_are_normalised_on_the_wire() {
     let msg: &[u8] = b"Subject: s\n\na\n.\nb\r.\rc\r\n.\nd\n.\r\n.\r\n..x\n.";
     let want_data =
         "Subject: s\r\n\r\na\r\n..\r\nb\r\n..\r\nc\r\n..\r\nd\r\n..\r\n..\r\n...x\r\n..\r\n.\r\n";
-    let mut steps = hello();
-    steps.extend([
-        e("MAIL FROM:<a@x.test>"),
-        r("250 ok"),
-        e("RCPT TO:<b@y.test>"),
-        r("250 ok"),
-        e("DATA"),
-        r("354 go"),
-        Step::ExpectData,
-        r("250 ok"),
-    ]);
+    let mut steps = mail_and_rcpts(&[("b@y.test", "250 ok")]);
+    steps.extend([e("DATA"), r("354 go"), Step::ExpectData, r("250 ok")]);
     let srv = ScriptServer::start(steps, None).await;
     let mut t = VecTranscript::new();
     t.log_body = true;

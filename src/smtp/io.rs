@@ -12,18 +12,27 @@ use tokio::net::TcpStream;
 
 pub use super::tls_sniff::Tapped;
 
+/// Any byte stream the SMTP client's dialogue can run over (a test's `tokio::io::duplex`,
+/// a socket the caller dialled itself).
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
 /// A client- or server-side connection, before or after TLS.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_native_tls::TlsStream<Tapped>>),
+    /// A stream dialled (and, if at all, encrypted) by the caller; it cannot be upgraded to
+    /// TLS in place.
+    Other(Box<dyn Duplex>),
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath, when there is one.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().get_ref().get_ref().tcp(),
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref().get_ref().get_ref().tcp()),
+            Stream::Other(_) => None,
         }
     }
     pub fn is_tls(&self) -> bool {
@@ -40,6 +49,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Other(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -53,18 +63,21 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Other(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Other(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Other(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -10,47 +10,37 @@
 //! ```
 //!
 //! # Layout
-//! - `config`: the `[smtp]` section ([`ClientConfig`], [`Timeouts`], [`TlsMode`]) and [`Secret`].
-//! - `client`: session setup — connect, greeting, EHLO/HELO, STARTTLS/implicit TLS, AUTH, QUIT.
-//! - `send`: one transaction — MAIL/RCPT (pipelined when offered), DATA, per-recipient outcome.
-//! - `conn`: timed reads/writes, transcript emission, TLS handshakes with verification.
-//! - `reply`, `caps`, `data`, `auth`: pure parsers/encoders (replies, EHLO keywords,
-//!   dot-stuffing, SASL payloads), unit-tested inline.
-//! - `error`: [`Error`] with its [`Stage`] and `is_transient()`.
-//! - `transcript`: the observer trait the Log-*.txt writer implements.
+//! - `client/`: the client — `[smtp]` config, session setup, transactions, timed I/O with
+//!   transcript events, [`Error`] with its [`Stage`]. See [`client`].
+//! - `server/`: the built-in server (`[builtin_smtp]`, [`BuiltinSmtpConfig`]) and its on-disk
+//!   mailbox. See [`server`].
+//! - `proto/`: what both halves speak, with no I/O — `reply`, `caps`, `data` (dot-stuffing),
+//!   `auth` (SASL payloads). Re-exported here under their old paths (`smtp::reply`, …).
 //! - `io`: the plain/TLS stream and bounded line reader shared by client and server.
 //! - `tls_sniff`: negotiated TLS version and cipher read from the ServerHello on the wire.
-//! - `server`, `server_session`, `server_auth`, `mailbox`: the built-in SMTP server
-//!   (`[builtin_smtp]`, [`BuiltinSmtpConfig`]) and its on-disk mailbox.
+//!
+//! Dependencies run one way: `client` and `server` use `proto`, `io` and `tls_sniff`; those
+//! use neither half. The server borrows the client's [`Secret`] type only.
 
-pub mod auth;
-pub mod caps;
-mod client;
-pub mod config;
-mod conn;
-pub mod data;
-pub mod error;
+pub mod client;
 pub mod io;
-pub mod mailbox;
-pub mod reply;
-mod send;
+pub mod proto;
 pub mod server;
-mod server_auth;
-mod server_session;
 pub mod tls_sniff;
-pub mod transcript;
+
+pub use client::{config, error, transcript};
+pub use proto::{auth, caps, data, reply};
+pub use server::mailbox;
 
 /// The built-in server's command-line parsing, for the fuzz targets (`fuzz/`).
 #[doc(hidden)]
-pub use server_session::{parse_path, split_command};
+pub use server::{parse_path, split_command};
 
 pub use caps::Capabilities;
-pub use client::{ConnectOptions, Session};
-pub use config::{
-    certificates_from_pem, password_from_env, ClientConfig, Secret, Timeouts, TlsMode,
+pub use client::{
+    certificates_from_pem, password_from_env, ClientConfig, ConnectOptions, Delivery, Envelope,
+    Error, NullTranscript, RcptStatus, Secret, Session, Stage, Timeouts, TlsInfo, TlsMode,
+    Transcript, TranscriptEvent, VecTranscript,
 };
-pub use error::{Error, Stage};
 pub use reply::{EnhancedCode, Reply};
-pub use send::{Delivery, Envelope, RcptStatus};
 pub use server::{BuiltinServer, BuiltinSmtpConfig};
-pub use transcript::{NullTranscript, TlsInfo, Transcript, TranscriptEvent, VecTranscript};

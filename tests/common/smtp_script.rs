@@ -101,7 +101,10 @@ impl ScriptServer {
         let addr = listener.local_addr().expect("addr");
         let handle = tokio::spawn(async move {
             let mut rec = Record::default();
-            let run = run_script(&listener, steps, identity, &mut rec);
+            let run = async {
+                let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+                run_script(Stream::Plain(tcp), steps, identity, &mut rec).await
+            };
             match tokio::time::timeout(Duration::from_secs(20), run).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => rec.error = Some(e),
@@ -110,6 +113,25 @@ impl ScriptServer {
             rec
         });
         ScriptServer { addr, handle }
+    }
+
+    /// Runs `steps` (no TLS steps) on one end of an in-memory `tokio::io::duplex` pipe and
+    /// returns the other end, for the client's `Session::over`: no socket, so tests can pause
+    /// time. `addr` is unspecified. Bounded like [`ScriptServer::start`].
+    pub fn over_duplex(steps: Vec<Step>) -> (Self, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let handle = tokio::spawn(async move {
+            let mut rec = Record::default();
+            let run = run_script(Stream::Other(Box::new(server)), steps, None, &mut rec);
+            match tokio::time::timeout(Duration::from_secs(20), run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => rec.error = Some(e),
+                Err(_) => rec.error = Some("script timed out".into()),
+            }
+            rec
+        });
+        let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        (ScriptServer { addr, handle }, client)
     }
 
     /// Waits for the script to end and returns what it saw.
@@ -123,13 +145,12 @@ impl ScriptServer {
 }
 
 async fn run_script(
-    listener: &TcpListener,
+    stream: Stream,
     steps: Vec<Step>,
     identity: Option<native_tls::Identity>,
     rec: &mut Record,
 ) -> Result<(), String> {
-    let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-    let mut stream = Some(Stream::Plain(tcp));
+    let mut stream = Some(stream);
     let mut lines = LineBuf::new();
     for (i, step) in steps.into_iter().enumerate() {
         rec.steps_done = i;
@@ -174,7 +195,7 @@ async fn run_script(
                 let acc = native_tls::TlsAcceptor::new(id).map_err(|e| e.to_string())?;
                 let acc = tokio_native_tls::TlsAcceptor::from(acc);
                 let Some(Stream::Plain(tcp)) = stream.take() else {
-                    return Err("TLS twice".into());
+                    return Err("TLS twice, or over a duplex pipe".into());
                 };
                 let tls = acc
                     .accept(Tapped::new(tcp, false))

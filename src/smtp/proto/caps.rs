@@ -77,7 +77,7 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::reply::ReplyParser;
+    use crate::smtp::proto::reply::ReplyParser;
 
     fn caps(lines: &[&str]) -> Capabilities {
         let mut p = ReplyParser::new(4096, 64);

@@ -3,7 +3,7 @@
 //! Owns the stage names and the transient/permanent classification that the relay's retry
 //! policy relies on. It does not decide what to do about an error.
 
-use super::reply::{Reply, ReplyError};
+use crate::smtp::proto::reply::{Reply, ReplyError};
 use std::fmt;
 use std::time::Duration;
 

@@ -4,14 +4,14 @@
 //! rule that security is never downgraded silently (STARTTLS missing → error; AUTH in clear →
 //! error unless allowed). Mail transactions live in [`super::send`]; no file I/O here.
 
-use super::auth::{self, Mechanism};
-use super::caps::Capabilities;
 use super::config::{secs, ClientConfig, Secret, TlsMode};
 use super::conn::{connector, handshake, Conn};
 use super::error::{Error, Stage};
-use super::io::Stream;
-use super::reply::Reply;
 use super::transcript::{TlsInfo, Transcript, TranscriptEvent};
+use crate::smtp::io::{Duplex, Stream};
+use crate::smtp::proto::auth::{self, Mechanism};
+use crate::smtp::proto::caps::Capabilities;
+use crate::smtp::proto::reply::Reply;
 use std::fmt;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
@@ -140,6 +140,56 @@ impl Session {
             }
             _ => Stream::Plain(tcp),
         };
+        let ends = (local, remote);
+        Self::dialogue(stream, ends, cfg, opts, tls_connector.as_ref(), tls, t).await
+    }
+
+    /// Runs the session dialogue — greeting → EHLO (HELO on 500/502) → AUTH — over a stream the
+    /// caller dialled (and encrypted, if at all): a `tokio::io::duplex` in tests, a socket set
+    /// up elsewhere. `cfg.tls` must be `none` (TLS needs the TCP socket [`Session::connect`]
+    /// dials); `ends` are the (local, remote) addresses the transcript and the session report.
+    pub async fn over(
+        stream: impl Duplex + 'static,
+        ends: (SocketAddr, SocketAddr),
+        cfg: &ClientConfig,
+        opts: &ConnectOptions,
+        t: &mut dyn Transcript,
+    ) -> Result<Session, Error> {
+        let r = async {
+            cfg.validate().map_err(Error::Config)?;
+            if cfg.tls != TlsMode::None {
+                return Err(Error::Config(
+                    "Session::over runs without TLS (tls = \"none\"); Session::connect does TLS"
+                        .into(),
+                ));
+            }
+            t.event(TranscriptEvent::Connected {
+                local: ends.0,
+                remote: ends.1,
+                server_name: &cfg.host,
+            });
+            let stream = Stream::Other(Box::new(stream));
+            Self::dialogue(stream, ends, cfg, opts, None, None, t).await
+        }
+        .await;
+        if let Err(e) = &r {
+            t.event(TranscriptEvent::Error(e));
+        }
+        r
+    }
+
+    /// The dialogue after the stream is open: greeting, EHLO, STARTTLS (with `tls_connector`),
+    /// AUTH.
+    async fn dialogue(
+        stream: Stream,
+        (local, remote): (SocketAddr, SocketAddr),
+        cfg: &ClientConfig,
+        opts: &ConnectOptions,
+        tls_connector: Option<&native_tls::TlsConnector>,
+        mut tls: Option<TlsInfo>,
+        t: &mut dyn Transcript,
+    ) -> Result<Session, Error> {
+        let to = &cfg.timeouts;
         let mut conn = Conn::new(stream, cfg.max_reply_bytes, cfg.max_reply_lines);
         let greeting = conn
             .read_reply(Stage::Greeting, secs(to.greeting_secs), t)
@@ -152,7 +202,7 @@ impl Session {
             });
         }
         let mut caps = hello(&mut conn, cfg, t).await?;
-        if let (TlsMode::Starttls, Some(c)) = (&cfg.tls, &tls_connector) {
+        if let (TlsMode::Starttls, Some(c)) = (&cfg.tls, tls_connector) {
             if !caps.starttls {
                 return Err(Error::Tls {
                     stage: Stage::StartTls,

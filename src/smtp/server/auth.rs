@@ -2,11 +2,11 @@
 //!
 //! Owns the server side of the SASL exchanges: refusing AUTH in clear text when STARTTLS is
 //! configured, 334 challenges, `*` cancellation, and checking the configured account. The
-//! connection itself (reading lines, queueing replies) belongs to [`super::server_session`].
+//! connection itself (reading lines, queueing replies) belongs to `session`.
 
-use super::auth;
-use super::io::{trim_eol, Line, Stream};
-use super::server_session::Conn;
+use super::session::Conn;
+use crate::smtp::io::{trim_eol, Line, Stream};
+use crate::smtp::proto::auth;
 
 impl Conn {
     pub(super) async fn auth(&mut self, arg: &str) -> std::io::Result<()> {

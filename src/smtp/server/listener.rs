@@ -1,13 +1,14 @@
-//! The built-in SMTP server: config section `[builtin_smtp]`, listener, accept loop, shutdown.
+//! The built-in SMTP server's listener: bind, accept loop, connection limit, shutdown.
 //!
 //! Owns binding, the connection limit, the optional self-signed STARTTLS identity (minted with
-//! rcgen at bind), the AUTH account, and the shared fault-injection state. The per-connection
-//! dialogue is in `server_session.rs`; storage is [`super::mailbox`].
+//! rcgen at bind) and the password lookup of the AUTH account. The per-connection dialogue is
+//! in `session`; the state all connections share in `shared`; storage is `mailbox`.
 
-use super::config::Secret;
+use super::config::BuiltinSmtpConfig;
 use super::mailbox::{Mailbox, MailboxError};
-use super::server_session;
-use serde::{Deserialize, Serialize};
+use super::session;
+use super::shared::Shared;
+use crate::smtp::client::config::Secret;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,66 +19,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-
-/// AUTH account for the built-in server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BuiltinAuth {
-    pub username: String,
-    /// Environment variable holding the password (read at bind).
-    pub password_env: String,
-}
-
-/// The TOML `[builtin_smtp]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BuiltinSmtpConfig {
-    pub listen: SocketAddr,
-    /// Name in the greeting, EHLO reply and the certificate.
-    pub hostname: String,
-    /// Advertised as `SIZE`; larger messages get `552 5.3.4`.
-    pub max_message_bytes: u64,
-    /// Case-insensitive globs (`*`, `?`); matching recipients get `550 5.1.1`.
-    pub reject_recipients: Vec<String>,
-    /// The first N MAIL commands this server receives, counted globally across all connections
-    /// since bind, get `451 4.3.0` (to show retries).
-    pub temp_fail_first_n: u64,
-    /// Offer STARTTLS with a self-signed certificate minted at bind.
-    pub starttls: bool,
-    /// Require AUTH PLAIN/LOGIN before MAIL.
-    pub auth: Option<BuiltinAuth>,
-    pub max_connections: usize,
-    pub max_recipients: usize,
-    /// Longest accepted command line, in bytes including CRLF.
-    pub max_line_bytes: usize,
-    /// Wait for a command (RFC 5321 §4.5.3.2.7: at least 5 min).
-    pub command_timeout_secs: u64,
-    /// Wait for each line of message data.
-    pub data_timeout_secs: u64,
-    /// fsync each stored message and the directory before answering 250. Turning it off
-    /// trades crash safety for speed (benchmarks, throw-away labs).
-    pub fsync: bool,
-}
-
-impl Default for BuiltinSmtpConfig {
-    fn default() -> Self {
-        BuiltinSmtpConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
-            hostname: "mailtap.localhost".into(),
-            max_message_bytes: 10 * 1024 * 1024,
-            reject_recipients: vec!["nobody@*".into()],
-            temp_fail_first_n: 0,
-            starttls: false,
-            auth: None,
-            max_connections: 64,
-            max_recipients: 100,
-            max_line_bytes: 2048,
-            command_timeout_secs: 300,
-            data_timeout_secs: 600,
-            fsync: true,
-        }
-    }
-}
 
 /// Failures starting the server.
 #[derive(Debug)]
@@ -103,16 +44,6 @@ impl fmt::Display for ServerError {
 }
 
 impl std::error::Error for ServerError {}
-
-/// State shared by all connections of one server.
-pub(crate) struct Shared {
-    pub cfg: BuiltinSmtpConfig,
-    pub mailbox: Mailbox,
-    pub acceptor: Option<tokio_native_tls::TlsAcceptor>,
-    pub password: Option<Secret>,
-    /// MAIL commands seen so far (for `temp_fail_first_n`).
-    pub mail_attempts: AtomicU64,
-}
 
 /// A bound, not yet running, built-in SMTP server.
 pub struct BuiltinServer {
@@ -198,12 +129,12 @@ impl BuiltinServer {
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "connection limit reached");
-                tasks.spawn(server_session::refuse(tcp));
+                tasks.spawn(session::refuse(tcp));
                 continue;
             };
             let shared = self.shared.clone();
             tasks.spawn(async move {
-                server_session::serve(shared, tcp, peer).await;
+                session::serve(shared, tcp, peer).await;
                 drop(permit);
             });
         }
@@ -234,71 +165,4 @@ fn self_signed_acceptor(
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     let acceptor = native_tls::TlsAcceptor::new(id).map_err(|e| ServerError::Tls(e.to_string()))?;
     Ok((tokio_native_tls::TlsAcceptor::from(acceptor), cert_pem))
-}
-
-/// Case-insensitive glob match with `*` (any run) and `?` (one character).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
-    // Iterative matcher with single backtrack point: O(|p|·|t|) worst case, no recursion.
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_table() {
-        // Guards: recipient rejection patterns match as documented, including hostile inputs.
-        let cases = [
-            ("nobody@*", "nobody@x.org", true),
-            ("nobody@*", "NOBODY@X.ORG", true),
-            ("nobody@*", "somebody@x.org", false),
-            ("nobody@*", "nobody", false),
-            ("*@bad.test", "a@bad.test", true),
-            ("*@bad.test", "a@bad.test.evil", false),
-            ("a?c@x", "abc@x", true),
-            ("a?c@x", "ac@x", false),
-            ("*", "", true),
-            ("", "", true),
-            ("", "a", false),
-            ("**a**", "bab", true),
-            ("*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
-        ];
-        for (p, t, want) in cases {
-            assert_eq!(glob_match(p, t), want, "{p} vs {t}");
-        }
-    }
-
-    #[test]
-    fn config_defaults_and_unknown_keys() {
-        // Guards: `[builtin_smtp]` defaults and rejection of unknown keys.
-        let c: BuiltinSmtpConfig = toml::from_str("").unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:2525");
-        assert_eq!(c.reject_recipients, vec!["nobody@*"]);
-        let e = toml::from_str::<BuiltinSmtpConfig>("lisen = \"x\"").unwrap_err();
-        assert!(e.to_string().contains("lisen"));
-        let c: BuiltinSmtpConfig =
-            toml::from_str("starttls = true\n[auth]\nusername = \"u\"\npassword_env = \"P\"")
-                .unwrap();
-        assert!(c.starttls && c.auth.is_some());
-    }
 }

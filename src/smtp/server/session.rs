@@ -3,12 +3,12 @@
 //! Owns the server side of RFC 5321 (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, VRFY, QUIT),
 //! STARTTLS (RFC 3207, discarding pre-TLS pipelined bytes), AUTH PLAIN/LOGIN, dot-unstuffing,
 //! the configured rejections, and batching replies so pipelined clients get one write. AUTH is
-//! in [`super::server_auth`]; listening and storage live in [`super::server`] and
-//! [`super::mailbox`].
+//! in `auth`; listening and storage live in `listener` and
+//! `mailbox`.
 
-use super::io::{trim_eol, Line, LineBuf, Stream, Tapped};
 use super::mailbox::StoredEnvelope;
-use super::server::{glob_match, Shared};
+use super::shared::{glob_match, Shared};
+use crate::smtp::io::{trim_eol, Line, LineBuf, Stream, Tapped};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,7 +68,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
 }
 
 impl Conn {
-    pub(super) fn cfg(&self) -> &super::server::BuiltinSmtpConfig {
+    pub(super) fn cfg(&self) -> &super::config::BuiltinSmtpConfig {
         &self.shared.cfg
     }
 

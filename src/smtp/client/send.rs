@@ -5,12 +5,12 @@
 //! RSET+MAIL+RCPTs in one write (RFC 2920), no DATA when every recipient failed, and applying a
 //! DATA-stage reply to every accepted recipient. Retry policy belongs to the relay.
 
-use super::client::Session;
 use super::config::secs;
-use super::data::{self, Prepared};
 use super::error::{Error, Stage};
-use super::reply::Reply;
+use super::session::Session;
 use super::transcript::{Transcript, TranscriptEvent};
+use crate::smtp::proto::data::{self, Prepared};
+use crate::smtp::proto::reply::Reply;
 
 /// The SMTP envelope: reverse-path and forward-paths, bare addr-specs without `<>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,7 +381,7 @@ fn closing(stage: Stage, command: &str, reply: Reply) -> Result<Reply, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::reply::ReplyParser;
+    use crate::smtp::proto::reply::ReplyParser;
 
     fn reply(line: &str) -> Reply {
         let mut p = ReplyParser::new(4096, 10);

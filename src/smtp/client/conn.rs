@@ -2,13 +2,13 @@
 //!
 //! Owns the timed read/write primitives, transcript emission of every wire line, and the TLS
 //! handshake (implicit or after STARTTLS) with certificate verification. It does not know the
-//! order of SMTP commands; [`super::client`] does.
+//! order of SMTP commands; [`super::session`] does.
 
 use super::error::{Error, Stage};
-use super::io::{trim_eol, Line, LineBuf, Stream, Tapped};
-use super::reply::{Reply, ReplyParser};
-use super::tls_sniff::parse_server_hello;
 use super::transcript::{TlsInfo, Transcript, TranscriptEvent};
+use crate::smtp::io::{trim_eol, Line, LineBuf, Stream, Tapped};
+use crate::smtp::proto::reply::{Reply, ReplyParser};
+use crate::smtp::tls_sniff::parse_server_hello;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -163,6 +163,12 @@ impl Conn {
                 return Err(Error::Protocol {
                     stage: Stage::StartTls,
                     detail: "TLS is already active".into(),
+                })
+            }
+            Stream::Other(_) => {
+                return Err(Error::Tls {
+                    stage: Stage::StartTls,
+                    detail: "STARTTLS needs the TCP socket Session::connect dials".into(),
                 })
             }
         };
