@@ -469,3 +469,92 @@ fn check_config_says_file_line_key_value_and_what_is_expected() {
         }
     }
 }
+
+#[test]
+fn the_readme_quick_start_works_as_written() {
+    // Guards the README's quick start: its own commands (config, the two curl replays) run
+    // against the real binary deliver the mail and queue one report naming both bad recipients.
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let section = &readme[readme
+        .find("## Quick start")
+        .expect("README has a quick start")..];
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .take(2)
+        .map(|b| &b[..b.find("```").expect("closed code block")])
+        .collect();
+    assert!(
+        blocks[0].contains("--config samples/quickstart.toml"),
+        "{:?}",
+        blocks[0]
+    );
+    let repo = std::env::current_dir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--smtp-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(repo.join("samples/quickstart.toml"))
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port = first
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    // Keep reading the console so mailtap never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    // The README's commands, with the port mailtap got and the repository's samples.
+    let script = blocks[1]
+        .replace("127.0.0.1:8800", &format!("127.0.0.1:{port}"))
+        .replace("f=samples/", &format!("f={}/samples/", repo.display()));
+    let out = Command::new("bash")
+        .args(["-euc", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let answers = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{answers}");
+    assert_eq!(
+        answers.matches("Message sent successfully").count(),
+        2,
+        "{answers}"
+    );
+    // Two mails and one report reach the built-in server's mailbox (bounded wait).
+    let mailbox = dir.path().join("data/mailbox");
+    let started = Instant::now();
+    let emls = loop {
+        let emls: Vec<String> = std::fs::read_dir(&mailbox)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if emls.len() >= 3 || started.elapsed() > Duration::from_secs(20) {
+            break emls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reports: Vec<&String> = emls
+        .iter()
+        .filter(|e| e.contains("report-type=delivery-status"))
+        .collect();
+    assert_eq!((emls.len(), reports.len()), (3, 1), "{emls:#?}");
+    assert!(reports[0].contains("alice@localhost"), "{}", reports[0]);
+    assert!(reports[0].contains("nobody@example.org"), "{}", reports[0]);
+    assert!(
+        std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("Log-")),
+        "no transcript"
+    );
+}
