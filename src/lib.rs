@@ -19,6 +19,8 @@
 //! - [`capture`]: the interceptor joining proxy → intercept → mail → queue.
 //! - [`capture_body`]: reading an intercepted body under its size, time and memory bounds.
 //! - [`queue`]: the durable spool (the durability line), claims, retry schedule, recovery.
+//! - [`redact`]: secrets out of stored and shown text (header values, query parameters, AUTH
+//!   payloads, forged line breaks); used by the spool, the transcripts and the relay.
 //! - [`translog`]: one `Log-<timestamp>.txt` transcript per mail transaction.
 //! - [`smtp`]: `client/` (the hand-written async SMTP client), `server/` (the built-in SMTP
 //!   server and its mailbox) and `proto/` (reply parser, EHLO keywords, dot-stuffing, SASL
@@ -45,6 +47,7 @@ pub mod mail;
 pub mod private_fs;
 pub mod proxy;
 pub mod queue;
+pub mod redact;
 pub mod relay;
 pub mod report;
 pub mod smtp;

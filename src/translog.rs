@@ -2,7 +2,7 @@
 //!
 //! Owns the file naming (local time of the transaction start — the time users see on their
 //! clock — with `-2`, `-3`, … on same-second collisions, created with `create_new` so an
-//! existing file is never overwritten), the line format, and redaction of secrets (Cookie /
+//! existing file is never overwritten), the line format, and applying [`crate::redact`] to every line (Cookie /
 //! Set-Cookie / Authorization / Proxy-Authorization values, AUTH payloads) as `<redacted>`.
 //! It does not talk SMTP or HTTP: the proxy and SMTP client call these methods as things happen.
 //! An I/O error on the log is logged with `tracing`, remembered (see [`TransLog::finish`]) and
@@ -40,10 +40,8 @@ use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
 
 mod mail;
-pub(crate) mod redact;
 pub use mail::{http_written, HttpPending, HttpTimes};
-use redact::redact_auth;
-pub use redact::{redact_head, sanitize_line};
+use crate::redact::{redact_auth, redact_head, sanitize_line};
 
 /// `[log]` section.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -210,7 +210,7 @@ pub fn new_id(now: DateTime<Utc>) -> String {
 /// token fields, session parameters in the URI and in URL-valued fields), so the spool keeps
 /// no more than the Log-*.txt shows. Non-UTF-8 header bytes are shown lossily.
 pub fn redact_head(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> String {
-    use crate::translog::redact::{redact_url, redact_value};
+    use crate::redact::{redact_url, redact_value};
     let mut out = format!("{method} {} HTTP/1.1\n", redact_url(&uri.to_string()));
     for (name, value) in headers {
         let text = String::from_utf8_lossy(value.as_bytes()).replace(['\r', '\n'], " ");

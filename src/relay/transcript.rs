@@ -66,7 +66,7 @@ impl Transcript for LogTranscript<'_> {
 /// characters escaped, so an address cannot forge console lines; a closed stdout is ignored.
 pub fn console_summary(record: &MailRecord, server: &str, bytes: usize, outcome: &[String]) {
     use std::io::Write as _;
-    let clean = crate::translog::sanitize_line;
+    let clean = crate::redact::sanitize_line;
     let mut out = String::new();
     out.push_str(&format!(
         "[{}] mail {} ({:?})\n",

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{format_timestamp, redact_head, sanitize_line, LogConfig, TransLog, BUFFER};
+use super::{format_timestamp, LogConfig, TransLog, BUFFER};
+use crate::redact::{redact_head, sanitize_line};
 use crate::clock;
 
 impl TransLog {

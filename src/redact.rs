@@ -1,9 +1,10 @@
-//! Redaction and escaping of transcript text: secret HTTP header values and query parameters
-//! (by list and by name pattern: `X-Api-Key`, `X-Session-Id`, `api_key=`), SMTP AUTH payloads,
-//! and control characters that could forge log lines.
+//! Redaction and escaping of secrets wherever mailtap keeps or shows text: secret HTTP header
+//! values and query parameters (by list and by name pattern: `X-Api-Key`, `X-Session-Id`,
+//! `api_key=`), SMTP AUTH payloads, and control characters that could forge log lines.
 //!
-//! Owns pure string functions only (no I/O); the writer in `translog.rs` applies them to every
-//! line, whatever its caller already did.
+//! Owns pure string functions only (no I/O). Its users: the spool (`mail/record.rs` cleans the
+//! request head a `MailRecord` stores), the transcript writer (`translog.rs` applies them to
+//! every line, whatever its caller already did) and the relay's transcript lines.
 
 /// Header names whose values never reach a log.
 const SECRET_HEADERS: [&str; 6] = [
@@ -194,7 +195,7 @@ pub fn redact_head(head: &str) -> String {
 
 /// Redacts the payload of a client AUTH command: `AUTH PLAIN <b64>` → `AUTH PLAIN <redacted>`.
 /// Returns `None` if `line` is not an AUTH command.
-pub(super) fn redact_auth(line: &str) -> Option<String> {
+pub(crate) fn redact_auth(line: &str) -> Option<String> {
     let mut parts = line.splitn(3, ' ');
     let verb = parts.next()?;
     if !verb.eq_ignore_ascii_case("AUTH") {
