@@ -40,8 +40,8 @@ use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
 
 mod mail;
-pub use mail::{http_written, HttpPending, HttpTimes};
 use crate::redact::{redact_auth, redact_head, sanitize_line};
+pub use mail::{http_written, HttpPending, HttpTimes};
 
 /// `[log]` section.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

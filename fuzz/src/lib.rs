@@ -19,10 +19,10 @@ use mailtap::intercept::{Extracted, OwnedHead, RuleSet};
 use mailtap::mail::address::{has_control, parse_list, parse_mailbox, validate_addr};
 use mailtap::mail::record::{MailRecord, Mailbox};
 use mailtap::queue::{journal_decode, journal_encode, MailId, MailMeta};
+use mailtap::redact::sanitize_line;
 use mailtap::smtp::io::{trim_eol, Line, LineBuf};
 use mailtap::smtp::reply::{Reply, ReplyParser};
 use mailtap::smtp::{auth, data::is_safe_path, parse_path, split_command, Capabilities};
-use mailtap::translog::sanitize_line;
 
 /// Splits `data` at its first `\n`: (first line without `\r`, rest). No `\n`: (data, empty).
 fn first_line(data: &[u8]) -> (&[u8], &[u8]) {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{format_timestamp, LogConfig, TransLog, BUFFER};
-use crate::redact::{redact_head, sanitize_line};
 use crate::clock;
+use crate::redact::{redact_head, sanitize_line};
 
 impl TransLog {
     /// Creates the transcript of mail `id`, taken at `taken`: `Log-<taken, local>.txt` (with
