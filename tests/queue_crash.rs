@@ -82,7 +82,10 @@ fn completions_survive_a_crash_through_the_journal() {
     // record at its end), recovery writes every completion into meta.json — state, outcomes
     // and the directory all agree — and empties the journal.
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
+    // The child's output goes to a file (no pipe to fill) and its wait is bounded: a child
+    // that hangs is killed and the test fails instead of holding CI.
+    let stderr_path = tmp.path().join("child.stderr");
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "journal_child",
@@ -91,13 +94,27 @@ fn completions_survive_a_crash_through_the_journal() {
             "--test-threads=1",
         ])
         .env(JOURNAL_DIR_ENV, tmp.path())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
         .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the journal child did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(
-        out.status.signal(),
+        status.signal(),
         Some(libc::SIGABRT),
         "child did not reach its abort: {}",
-        String::from_utf8_lossy(&out.stderr)
+        fs::read_to_string(&stderr_path).unwrap_or_default()
     );
     let journal = tmp.path().join("spool/journal");
     let written = fs::read(&journal).unwrap();
