@@ -159,8 +159,7 @@ async fn smtp_sink_throughput_vs_smtplib() {
         return;
     };
     let Some(sink_bin) = bins.smtp_sink.clone() else {
-        assert!(!gate::ci_env(), "CI=true and no smtp-sink binary");
-        eprintln!("SKIPPED: no smtp-sink");
+        gate::skip("no smtp-sink binary (install the postfix package)");
         return;
     };
     let sink = start_sink(&sink_bin);

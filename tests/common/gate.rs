@@ -3,6 +3,8 @@
 //! Owns finding executables (PATH plus the sbin directories) and the one rule: a missing tool
 //! or missing root skips the test with a printed reason, except under `CI=true`, where the
 //! test fails instead — so CI can never go green by skipping. It starts nothing itself.
+//! Every skip is also appended to [`skip_log`] (under `target/tmp/`, where `.ci/run` counts
+//! and lists them), because cargo hides a passing test's output and a skip counts as passed.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -66,13 +68,40 @@ pub fn gate<T>(ci: bool, found: Result<T, String>, root: bool, needs_root: &str)
     }
 }
 
+/// The file every skip is appended to, one `SKIPPED: <test>: <why>` line each. `.ci/run`
+/// empties it before the run and prints it after.
+pub fn skip_log() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mailtap-skipped-tests.txt")
+}
+
+/// Records that the running test skips, and why: on stderr and in [`skip_log`]. Under `CI=true`
+/// there is no skip: it panics with a message starting `CI=true and`.
+pub fn skip(why: &str) {
+    if ci_env() {
+        panic!("CI=true and a required tool is unusable: {why}");
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let line = format!("SKIPPED: {test}: {why}");
+    eprintln!("{line}");
+    // Best effort: a skip that cannot be recorded still skips (and said so on stderr).
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_log())
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 /// Acts on a [`Gate`]: `Some` to run, `None` to skip (reason printed), panics on
 /// [`Gate::Fail`] with a message starting `CI=true and`.
 pub fn act<T>(g: Gate<T>) -> Option<T> {
     match g {
         Gate::Run(t) => Some(t),
         Gate::Skip(why) => {
-            eprintln!("SKIPPED (not CI): {why}");
+            skip(&why);
             None
         }
         Gate::Fail(why) => panic!("CI=true and a required tool is unusable: {why}"),
