@@ -80,6 +80,12 @@ pub fn skip(why: &str) {
     if ci_env() {
         panic!("CI=true and a required tool is unusable: {why}");
     }
+    record_skip(why);
+}
+
+/// Records a skip already decided (by [`gate`], from its `ci` argument): on stderr and in
+/// [`skip_log`].
+fn record_skip(why: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("?");
     let line = format!("SKIPPED: {test}: {why}");
@@ -101,7 +107,7 @@ pub fn act<T>(g: Gate<T>) -> Option<T> {
     match g {
         Gate::Run(t) => Some(t),
         Gate::Skip(why) => {
-            skip(&why);
+            record_skip(&why);
             None
         }
         Gate::Fail(why) => panic!("CI=true and a required tool is unusable: {why}"),
