@@ -28,23 +28,6 @@ fn config(extra: &str) -> String {
     )
 }
 
-/// Waits (bounded) until the built-in mailbox holds `n` messages.
-async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::StoredMail> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mail = mt.mailbox();
-        if mail.len() >= n {
-            return mail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mailbox has {} of {n}",
-            mail.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits (bounded) until some transcript contains `needle`; returns every transcript.
 async fn transcripts_with(mt: &Running, needle: &str) -> Vec<(String, String)> {
     let deadline = Instant::now() + WAIT * 2;
@@ -184,7 +167,7 @@ async fn one_mail_has_one_transcript_across_retries_and_a_restart() {
     }
     let dir = mt.stop_keep_dir().await;
     let mt = start_in(dir, &config("[queue]\nfirst_retry_secs = 1\n"), None).await;
-    mailbox_with(&mt, 1).await;
+    mt.mailbox_with(1).await;
     let logs = transcripts_with(&mt, "=== final outcome").await;
     assert_eq!(logs.len(), 1, "one mail, one file: {logs:#?}");
     let text = &logs[0].1;
@@ -222,7 +205,7 @@ async fn one_mail_has_one_id_everywhere() {
         &roundcube_send("bob@example.org, nobody@example.net", "", "ids", "x"),
     )
     .await;
-    let mail = mailbox_with(&mt, 2).await;
+    let mail = mt.mailbox_with(2).await;
     let settled = settled_mails(&mt.spool).await;
     assert_eq!(settled.len(), 1);
     let (id, _, record) = &settled[0];
@@ -277,7 +260,7 @@ async fn meta_json_on_disk_agrees_with_mailtap_soon_after_it_goes_quiet() {
     let mt = start(&config(""), None).await;
     log_in(mt.addr, webmail::WEBMAIL_HOST, SEND_COOKIE).await;
     raw_exchange(mt.addr, &roundcube_send("bob@example.org", "", "disk", "x")).await;
-    mailbox_with(&mt, 1).await;
+    mt.mailbox_with(1).await;
     let settled = settled_mails(&mt.spool).await;
     let id = settled[0].0.as_str().to_string();
     let meta_path = mt.spool.dir().join("delivered").join(&id).join("meta.json");

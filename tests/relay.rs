@@ -21,23 +21,6 @@ fn config(extra: &str) -> String {
     )
 }
 
-/// Waits (bounded) until the built-in mailbox holds `n` messages.
-async fn mailbox_with(mt: &Running, n: usize) -> Vec<mailtap::smtp::mailbox::StoredMail> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mail = mt.mailbox();
-        if mail.len() >= n {
-            return mail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mailbox has {} of {n} messages",
-            mail.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_webmail_send_is_delivered_with_a_transcript() {
     // Guards the whole path: browser answered, mail on the server with its envelope, Log file.
@@ -54,7 +37,7 @@ async fn a_webmail_send_is_delivered_with_a_transcript() {
     )
     .await;
     assert!(response.contains("sent_successfully"), "{response}");
-    let mail = mailbox_with(&mt, 1).await;
+    let mail = mt.mailbox_with(1).await;
     let env = &mail[0].envelope;
     assert_eq!(env.sender, SENDER);
     assert_eq!(
@@ -129,7 +112,7 @@ async fn an_unknown_recipient_gets_a_report_and_the_others_their_mail() {
         ),
     )
     .await;
-    let mail = mailbox_with(&mt, 2).await;
+    let mail = mt.mailbox_with(2).await;
     let original = mail
         .iter()
         .find(|m| m.envelope.sender == SENDER)
@@ -189,7 +172,7 @@ async fn invalid_addresses_and_oversize_mail_become_reports() {
         ),
     )
     .await;
-    let mail = mailbox_with(&mt, 2).await;
+    let mail = mt.mailbox_with(2).await;
     assert!(
         mail.iter().all(|m| m.envelope.sender.is_empty()),
         "an undeliverable mail went out"
@@ -296,7 +279,7 @@ async fn deferred_mail_is_delivered_after_a_restart() {
     assert!(mt.mailbox().is_empty());
     let dir = mt.stop_keep_dir().await;
     let mt = start_in(dir, &config("[queue]\nfirst_retry_secs = 1\n"), None).await;
-    let mail = mailbox_with(&mt, 1).await;
+    let mail = mt.mailbox_with(1).await;
     assert_eq!(mail[0].envelope.recipients, ["bob@example.org"]);
     let settled = settled_mails(&mt.spool).await;
     assert_eq!(settled.len(), 1);
@@ -321,7 +304,7 @@ async fn a_recipient_listed_twice_gets_one_rcpt() {
         &roundcube_send("bob@example.org", "bob@EXAMPLE.org", "twice", "x"),
     )
     .await;
-    let mail = mailbox_with(&mt, 1).await;
+    let mail = mt.mailbox_with(1).await;
     assert_eq!(mail[0].envelope.recipients, ["bob@example.org"]);
     mt.shutdown().await;
 }
@@ -385,7 +368,7 @@ async fn session_tokens_in_the_request_never_reach_the_transcript() {
     .unwrap();
     let response = raw_exchange(mt.addr, &request).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    mailbox_with(&mt, 1).await;
+    mt.mailbox_with(1).await;
     settled_mails(&mt.spool).await;
     let logs = mt.transcripts();
     assert_eq!(logs.len(), 1, "{logs:?}");
@@ -414,7 +397,7 @@ async fn invalid_recipients_are_refused_one_by_one_and_the_valid_ones_get_the_ma
     )
     .await;
     assert!(response.contains("sent_successfully"), "{response}");
-    let mail = mailbox_with(&mt, 2).await;
+    let mail = mt.mailbox_with(2).await;
     let original = mail
         .iter()
         .find(|m| m.envelope.sender == SENDER)

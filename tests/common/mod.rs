@@ -58,6 +58,23 @@ impl Running {
             .unwrap_or_default()
     }
 
+    /// Waits (bounded by [`WAIT`]) until the built-in mailbox holds `n` messages; returns them.
+    pub async fn mailbox_with(&self, n: usize) -> Vec<mailtap::smtp::mailbox::StoredMail> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let mail = self.mailbox();
+            if mail.len() >= n {
+                return mail;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mailbox has {} of {n} messages",
+                mail.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The Log-*.txt transcripts written so far, sorted by name.
     pub fn transcripts(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = std::fs::read_dir(self.dir.path().join("logs"))
