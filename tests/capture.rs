@@ -50,14 +50,7 @@ async fn webmail() -> Webmail {
                         return;
                     }
                     let head = String::from_utf8_lossy(&head).into_owned();
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
+                    let len = content_length(&head).unwrap_or(0);
                     let mut body = vec![0; len];
                     if s.read_exact(&mut body).await.is_err() {
                         return;

@@ -15,20 +15,12 @@ use mailtap::proxy::{full_body, ClientInfo, Interceptor, Outcome, RequestHead};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn open_tunnel(proxy: std::net::SocketAddr, target: &str) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
-    (s, head)
-}
-
 #[tokio::test]
 async fn connect_tunnel_is_byte_exact_both_ways() {
     // Guards the blind tunnel: 4 MiB of every byte value echoes back unchanged, half-close passes.
     let echo = echo_server().await;
     let mt = start("", None).await;
-    let (s, head) = open_tunnel(mt.addr, &echo.to_string()).await;
+    let (s, head) = connect_tunnel(mt.addr, echo).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let data: Vec<u8> = (0..4 * 1024 * 1024u32)
         .map(|i| (i % 256) as u8 ^ (i >> 12) as u8)
@@ -78,7 +70,7 @@ async fn idle_tunnels_are_closed_after_the_idle_timeout() {
     // Guards tunnel_idle_timeout_secs: a silent tunnel is closed, in bounded time.
     let echo = echo_server().await;
     let mt = start("[proxy]\ntunnel_idle_timeout_secs = 1\n", None).await;
-    let (mut s, head) = open_tunnel(mt.addr, &echo.to_string()).await;
+    let (mut s, head) = connect_tunnel(mt.addr, echo).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
@@ -137,8 +129,8 @@ async fn the_connection_limit_applies_back_pressure() {
     // Guards max_connections: at the limit a new client waits (no error) until a slot frees.
     let origin = origin().await;
     let mt = start("[proxy]\nmax_connections = 2\n", None).await;
-    let (a, _) = open_tunnel(mt.addr, &origin.addr.to_string()).await;
-    let (b, _) = open_tunnel(mt.addr, &origin.addr.to_string()).await;
+    let (a, _) = connect_tunnel(mt.addr, origin.addr).await;
+    let (b, _) = connect_tunnel(mt.addr, origin.addr).await;
     let mut c = TcpStream::connect(mt.addr).await.unwrap();
     let req = format!(
         "GET http://{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

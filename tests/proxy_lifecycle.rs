@@ -172,16 +172,6 @@ async fn slow_pong_server() -> SocketAddr {
     addr
 }
 
-/// Opens a blind CONNECT tunnel to `target` through `proxy`.
-async fn tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    s
-}
-
 #[tokio::test]
 async fn sigint_closes_idle_connections_at_once_and_lets_busy_ones_finish() {
     // Guards issue 9: with an idle keep-alive connection and an idle CONNECT tunnel open (a
@@ -234,12 +224,12 @@ async fn sigint_closes_idle_connections_at_once_and_lets_busy_ones_finish() {
     let mut body = [0u8; 5];
     keep_alive.read_exact(&mut body).await.unwrap();
     // An idle tunnel that has carried an exchange.
-    let mut idle_tunnel = tunnel(proxy, echo).await;
+    let mut idle_tunnel = open_tunnel(proxy, echo).await;
     idle_tunnel.write_all(b"ping").await.unwrap();
     let mut back = [0u8; 4];
     idle_tunnel.read_exact(&mut back).await.unwrap();
     // A tunnel whose origin is still working on the last bytes sent.
-    let mut busy_tunnel = tunnel(proxy, slow).await;
+    let mut busy_tunnel = open_tunnel(proxy, slow).await;
     busy_tunnel.write_all(b"ping").await.unwrap();
     // A plain request in flight.
     let url = format!("http://{}/slow", origin.addr);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const BULK: usize = 24 * 1024 * 1024;
 
@@ -37,15 +37,6 @@ async fn store_then_send_origin(tail: Vec<u8>) -> SocketAddr {
         let _ = stream.shutdown().await;
     });
     addr
-}
-
-async fn open_tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    s
 }
 
 #[tokio::test]

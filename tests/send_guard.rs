@@ -31,14 +31,7 @@ async fn webmail() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
             let rec = rec.clone();
             tokio::spawn(async move {
                 let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
+                let len = content_length(&head).unwrap_or(0);
                 let mut body = vec![0; len];
                 if s.read_exact(&mut body).await.is_err() {
                     return;

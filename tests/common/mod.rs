@@ -347,6 +347,34 @@ pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
     head
 }
 
+/// The `Content-Length` of a raw HTTP head, when it has a valid one.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    })
+}
+
+/// Sends `CONNECT target` through `proxy`; returns the stream and the proxy's answer head.
+pub async fn connect_tunnel(
+    proxy: SocketAddr,
+    target: impl std::fmt::Display,
+) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = String::from_utf8_lossy(&read_head(&mut s).await).into_owned();
+    (s, head)
+}
+
+/// A blind tunnel to `target` through `proxy` (asserts the proxy answered 200).
+pub async fn open_tunnel(proxy: SocketAddr, target: impl std::fmt::Display) -> TcpStream {
+    let (s, head) = connect_tunnel(proxy, target).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
 /// Sends raw bytes to `addr` and reads one response: its head and a `Content-Length` body, or
 /// everything until the peer closes when there is no length (bounded by `WAIT`).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
@@ -354,11 +382,7 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     stream.write_all(request).await.unwrap();
     let head = read_head(&mut stream).await;
     let text = String::from_utf8_lossy(&head).into_owned();
-    let length = text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
-    });
+    let length = content_length(&text);
     let mut body = Vec::new();
     let _ = tokio::time::timeout(WAIT, async {
         match length {
